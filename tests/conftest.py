@@ -1,0 +1,48 @@
+import warnings
+
+import pytest
+import torch
+
+from voicestream.models import refined_pair
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair():
+    """A 4-layer random Llama target and its 1-layer early-exit draft (high, not full, agreement)."""
+    return refined_pair(
+        draft_layers=1, refine_scale=0.1, vocab_size=128, hidden_size=64, num_layers=4, num_heads=4, seed=1
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_target(tiny_pair):
+    return tiny_pair[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_draft(tiny_pair):
+    return tiny_pair[1]
+
+
+def hf_greedy(model, prompt, max_new_tokens, **kwargs):
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            **kwargs,
+        )
+    return out[0, len(prompt) :].tolist()
+
+
+def collect(decoder, prompt, cfg, **kwargs):
+    """Run a generation; returns (tokens incl. a final stop id, chunks)."""
+    chunks = list(decoder.generate(prompt, cfg, **kwargs))
+    tokens = [t for c in chunks for t in c.tokens]
+    if chunks and chunks[-1].stop_token is not None:
+        tokens.append(chunks[-1].stop_token)
+    return tokens, chunks

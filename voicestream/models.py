@@ -1,0 +1,121 @@
+"""Loading and building causal LMs: local checkpoints (safetensors or GGUF), small random
+models for tests and benchmarks, and layer-truncated drafts (self-speculation)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+
+def load_causal_lm(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> PreTrainedModel:
+    """Load a causal LM from a local directory: HF layout, or a directory with one .gguf file.
+
+    Never touches the network (``local_files_only``): voice agents run air-gapped too.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model path {path} does not exist")
+    kwargs: dict = {"local_files_only": True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if path.is_file() and path.suffix == ".gguf":
+        path, kwargs["gguf_file"] = path.parent, path.name
+    elif path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            kwargs["gguf_file"] = ggufs[0].name
+        elif ggufs:
+            raise ValueError(f"{path} holds several .gguf files; pass the file itself: {[g.name for g in ggufs]}")
+        else:
+            raise FileNotFoundError(f"{path} has neither config.json nor a .gguf file")
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    return model.to(device).eval()
+
+
+def random_llama(
+    *,
+    vocab_size: int = 256,
+    hidden_size: int = 64,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int | None = None,
+    intermediate_size: int | None = None,
+    max_positions: int = 2048,
+    eos_token_id: int | None = None,
+    bos_token_id: int | None = None,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """A randomly initialised Llama (the architecture most codec-token TTS LMs use)."""
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads or num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=max_positions,
+        eos_token_id=eos_token_id,
+        bos_token_id=bos_token_id,
+        pad_token_id=None,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def truncated_copy(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
+    """The first ``num_layers`` decoder layers with the model's own embeddings, norm and head.
+
+    This is the early-exit draft of self-speculation: no extra training, same vocabulary.
+    """
+    total = model.config.num_hidden_layers
+    if not 1 <= num_layers <= total:
+        raise ValueError(f"num_layers must be in [1, {total}], got {num_layers}")
+    cfg = copy.deepcopy(model.config)
+    cfg.num_hidden_layers = num_layers
+    if getattr(cfg, "layer_types", None) is not None:
+        cfg.layer_types = list(cfg.layer_types)[:num_layers]
+    draft = type(model)(cfg)
+    state = model.state_dict()
+    keep = {}
+    for name, tensor in state.items():
+        parts = name.split(".")
+        if "layers" in parts:
+            idx = int(parts[parts.index("layers") + 1])
+            if idx >= num_layers:
+                continue
+        keep[name] = tensor
+    missing, unexpected = draft.load_state_dict(keep, strict=False)
+    if unexpected or [m for m in missing if "rotary" not in m]:
+        raise RuntimeError(f"could not truncate {type(model).__name__}: missing={missing} unexpected={unexpected}")
+    return draft.to(next(model.parameters()).device, next(model.parameters()).dtype).eval()
+
+
+def refined_pair(
+    *,
+    draft_layers: int = 1,
+    refine_scale: float = 0.02,
+    logit_scale: float = 2.0,
+    **llama_kwargs,
+) -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
+    """A (target, draft) pair with controllable agreement, for tests and benchmarks.
+
+    Trained LMs settle most tokens in their early layers and refine in the later ones;
+    a random model does not. This builds a random Llama whose layers past
+    ``draft_layers`` write only ``refine_scale`` of their usual update to the residual
+    stream, and takes its first ``draft_layers`` as the draft (an early-exit copy).
+    ``refine_scale`` sets how often the two disagree; ``logit_scale`` sharpens the
+    output distribution towards a trained model's entropy.
+    """
+    target = random_llama(**llama_kwargs)
+    with torch.no_grad():
+        for i, layer in enumerate(target.model.layers):
+            if i >= draft_layers:
+                layer.self_attn.o_proj.weight.mul_(refine_scale)
+                layer.mlp.down_proj.weight.mul_(refine_scale)
+        target.lm_head.weight.mul_(logit_scale)
+    return target, truncated_copy(target, draft_layers)

@@ -1,0 +1,352 @@
+"""The speculative decoder: draft proposes a chunk, target verifies it in one forward.
+
+Data flow of one generation (``_Generation``)::
+
+    prompt -> target prefill ------------------------------> pending target logits
+           -> draft chunk (gamma tokens + draft probs) ----> verify (one target forward)
+                                                              -> accepted tokens (+ target token)
+                                                              -> roll caches back, adapt gamma
+
+Sequential mode drafts, then verifies, and emits a bonus token from the target when the
+whole chunk is accepted. Pipelined mode drafts chunk i+1 on the draft lane *while* the
+target verifies chunk i, assuming chunk i will be accepted; the bonus is then replaced by
+checking the next chunk's first token against the target logits already in hand (same
+distribution, no wasted forward), and a rejection discards the speculation.
+Under greedy rules both modes produce exactly the target's greedy tokens.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..config import SpecConfig
+from .acceptance import VerifyInput, verify
+from .compat import check_compatible, output_vocab_size, special_ids
+from .draft_length import DraftLength
+from .lanes import Lane
+from .logits import SeenTokens, process_logits, to_probs
+from .randomness import DRAFT, RESAMPLE, Randomness
+from .runner import ModelRunner
+from .stats import GenerationStats
+
+
+@dataclass
+class TokenChunk:
+    """A run of newly accepted tokens, streamed as soon as it is verified."""
+
+    tokens: list[int]
+    start: int  # index of tokens[0] among the generated tokens
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" on the last chunk
+    stop_token: int | None = None  # the stop id that ended generation (not in ``tokens``)
+
+
+@dataclass
+class DraftChunk:
+    tokens: list[int]
+    probs: torch.Tensor | None  # (k, V) processed draft probabilities (sampling rules)
+    ready: object | None = None  # CUDA event after the draft's work, None on CPU
+
+
+def default_stop_ids(model: torch.nn.Module) -> tuple[int, ...]:
+    return tuple(sorted(special_ids(model).get("eos_token_id", frozenset())))
+
+
+class SpeculativeDecoder:
+    """Streams tokens from ``target``, sped up by ``draft`` (or plain decoding without one).
+
+    The models are shared and read-only; every :meth:`generate` call owns its own KV
+    caches, so concurrent generations on different threads are safe.
+    """
+
+    def __init__(
+        self,
+        target: torch.nn.Module,
+        draft: torch.nn.Module | None = None,
+        *,
+        check: bool = True,
+        draft_cpu_threads: int | None = None,
+    ) -> None:
+        if draft is not None and check:
+            check_compatible(target, draft)
+        self.target = target.eval()
+        self.draft = draft.eval() if draft is not None else None
+        self.vocab_size = output_vocab_size(target)
+        self.device = next(target.parameters()).device
+        self.stop_ids = default_stop_ids(target)
+        self.target_lane = Lane("target", self.device, thread=False)
+        self.draft_lane = (
+            Lane("draft", next(draft.parameters()).device, thread=True, cpu_threads=draft_cpu_threads)
+            if draft is not None
+            else None
+        )
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        cfg: SpecConfig | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        stats: GenerationStats | None = None,
+    ) -> Iterator[TokenChunk]:
+        """Yield chunks of accepted tokens until a stop id, ``max_new_tokens`` or ``cancel``."""
+        cfg = cfg or SpecConfig()
+        if not prompt:
+            raise ValueError("prompt must contain at least one token")
+        bad = [t for t in prompt if not 0 <= int(t) < self.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token ids out of range [0, {self.vocab_size}): {bad[:5]}")
+        gen = _Generation(self, list(map(int, prompt)), cfg, cancel, stats or GenerationStats())
+        try:
+            while True:
+                with self.target_lane.active():
+                    chunk = gen.step()
+                if chunk is not None:
+                    yield chunk
+                    if chunk.finish_reason is not None:
+                        return
+        finally:
+            gen.close()
+
+    def close(self) -> None:
+        if self.draft_lane is not None:
+            self.draft_lane.close()
+
+
+class _Generation:
+    """State of one generation: committed tokens, both caches, randomness, stats."""
+
+    def __init__(
+        self,
+        dec: SpeculativeDecoder,
+        prompt: list[int],
+        cfg: SpecConfig,
+        cancel: threading.Event | None,
+        stats: GenerationStats,
+    ) -> None:
+        self.dec = dec
+        self.cfg = cfg
+        self.cancel = cancel
+        self.stats = stats
+        self.stats.prompt_tokens = len(prompt)
+        self.seq = prompt
+        self.n_prompt = len(prompt)
+        self.stop = frozenset(cfg.stop_ids) if cfg.stop_ids else frozenset(dec.stop_ids)
+        self.rng = Randomness(cfg.seed)
+        self.length = DraftLength(cfg)
+        self.target = ModelRunner(dec.target)
+        self.draft = ModelRunner(dec.draft) if dec.draft is not None else None
+        self.seen = SeenTokens(dec.vocab_size, cfg.sampling.repetition_penalty, dec.device)
+        self.seen.add(prompt)
+        self.epoch = 0
+        self.pending_logits: torch.Tensor | None = None  # target's next-token logits for all of seq
+        self.started = False
+        self.chunk: DraftChunk | None = None  # pipelined: the chunk to verify next
+        self.spec: tuple[Future, threading.Event] | None = None  # pipelined: speculative draft in flight
+
+    # --- bookkeeping ------------------------------------------------------------------
+    @property
+    def generated(self) -> int:
+        return len(self.seq) - self.n_prompt
+
+    @property
+    def remaining(self) -> int:
+        return self.cfg.max_new_tokens - self.generated
+
+    def _commit(self, tokens: list[int]) -> TokenChunk:
+        """Append verified tokens, cutting at a stop id or the token budget."""
+        start = self.generated
+        out, reason, stop_token = [], None, None
+        for t in tokens:
+            if t in self.stop:
+                reason, stop_token = "stop", t
+                break
+            out.append(t)
+            if start + len(out) >= self.cfg.max_new_tokens:
+                reason = "length"
+                break
+        self.seq.extend(out)
+        self.seen.add(out)
+        self.stats.record_tokens(len(out))
+        if reason is not None:
+            self.stats.finish(reason)
+        return TokenChunk(out, start, reason, stop_token)
+
+    def _sync_stats(self) -> None:
+        self.stats.target_forwards = self.target.forwards
+        self.stats.draft_forwards = self.draft.forwards if self.draft is not None else 0
+
+    def close(self) -> None:
+        if self.spec is not None:
+            fut, abort = self.spec
+            abort.set()
+            try:
+                fut.result()
+            except Exception:  # the generation is over; a failed speculation changes nothing
+                pass
+            self.spec = None
+        if self.stats.finish_reason is None:
+            self.stats.finish("cancelled" if self.cancel is not None and self.cancel.is_set() else "closed")
+        self._sync_stats()
+        self.target.release()
+        if self.draft is not None:
+            self.draft.release()
+
+    # --- one step ---------------------------------------------------------------------
+    def step(self) -> TokenChunk | None:
+        if self.cancel is not None and self.cancel.is_set():
+            self.stats.finish("cancelled")
+            return TokenChunk([], self.generated, "cancelled")
+        if self.draft is None:
+            chunk = self._plain_step()
+        elif self.cfg.pipelined:
+            chunk = self._pipelined_step()
+        else:
+            chunk = self._sequential_step()
+        self._sync_stats()
+        return chunk
+
+    def _plain_step(self) -> TokenChunk:
+        """Plain autoregressive decoding with the same processing (the baseline)."""
+        if not self.started:
+            self.started = True
+            logits = self.target.prefill(self.seq)
+        else:
+            logits = self.target.extend(self.seq[-1:])[-1]
+        seen = self.seen.mask if self.seen.active else None
+        if self.cfg.sampling.greedy:
+            token = int(process_logits(logits, self.cfg.sampling, seen).argmax())
+        else:
+            token = self.rng.sample(to_probs(logits, self.cfg.sampling, seen), RESAMPLE, len(self.seq), 0)
+        self.stats.record_step(0, 0, 1)
+        return self._commit([token])
+
+    def _sequential_step(self) -> TokenChunk:
+        if not self.started:
+            self.started = True
+            self.pending_logits = self.target.prefill(self.seq)
+        chunk = self.draft_chunk(list(self.seq), min(self.length.gamma, self.remaining), self.epoch, None)
+        return self._verify_and_commit(chunk, emit_bonus=True)
+
+    def _pipelined_step(self) -> TokenChunk:
+        lane = self.dec.draft_lane
+        if not self.started:
+            self.started = True
+            # the draft's first chunk overlaps the target's prefill
+            first = lane.submit(self.draft_chunk, list(self.seq), self._pipelined_len(self.length.gamma), self.epoch, None)
+            self.pending_logits = self.target.prefill(self.seq)
+            self.chunk = first.result()
+        chunk = self.chunk
+        assert chunk is not None
+        # speculate: draft the next chunk as if this one will be fully accepted
+        after = self.remaining - len(chunk.tokens)
+        if after > 0 and not (chunk.tokens and chunk.tokens[-1] in self.stop):
+            abort = threading.Event()
+            context = self.seq + chunk.tokens
+            n_next = min(self._pipelined_len(self.length.peek_full(len(chunk.tokens))), after)
+            self.spec = (lane.submit(self.draft_chunk, context, n_next, self.epoch, abort), abort)
+        out = self._verify_and_commit(chunk, emit_bonus=False)
+        spec, self.spec = self.spec, None
+        if out.finish_reason is not None:
+            if spec is not None:
+                spec[1].set()
+                spec[0].result()
+            return out
+        fully_accepted = self.pending_logits is not None
+        if fully_accepted and spec is not None:
+            self.chunk = spec[0].result()
+        else:
+            if spec is not None:
+                spec[1].set()  # the speculation built on a rejected token: stop it early
+                spec[0].result()
+            self.chunk = lane.submit(
+                self.draft_chunk, list(self.seq), self._pipelined_len(self.length.gamma), self.epoch, None
+            ).result()
+        return out
+
+    def _pipelined_len(self, gamma: int) -> int:
+        # no bonus token in pipelined mode: the draft fills that slot, so a chunk is gamma + 1
+        # long and each target forward verifies as many positions as in sequential mode
+        return min(gamma + 1, self.remaining)
+
+    # --- draft ------------------------------------------------------------------------
+    def draft_chunk(
+        self, context: list[int], n: int, epoch: int, abort: threading.Event | None
+    ) -> DraftChunk:
+        """Propose up to ``n`` tokens after ``context`` (runs on the draft lane)."""
+        assert self.draft is not None
+        scfg = self.cfg.sampling
+        greedy = scfg.greedy
+        seen = SeenTokens(self.dec.vocab_size, scfg.repetition_penalty, self.draft.device)
+        seen.add(context)
+        logits = self.draft.advance_to(context)
+        tokens: list[int] = []
+        rows: list[torch.Tensor] = []
+        pos = len(context)
+        for i in range(max(n, 1)):
+            x = process_logits(logits, scfg, seen.mask)
+            if greedy:
+                token = int(x.argmax())
+                confidence = float(x.softmax(-1)[token]) if self.length.stops_on_low_confidence else 1.0
+            else:
+                q = x.softmax(-1)
+                token = self.rng.sample(q, DRAFT, pos + i, epoch)
+                rows.append(q)
+                confidence = float(q[token])
+            tokens.append(token)
+            if (
+                i == n - 1
+                or token in self.stop
+                or (self.length.stops_on_low_confidence and confidence < self.cfg.confidence_threshold)
+                or (abort is not None and abort.is_set())
+            ):
+                break
+            seen.add([token])
+            logits = self.draft.extend([token])[-1]
+        probs = torch.stack(rows) if rows else None
+        return DraftChunk(tokens, probs, self.dec.draft_lane.mark() if self.cfg.pipelined else None)
+
+    # --- verify -----------------------------------------------------------------------
+    def _verify_and_commit(self, chunk: DraftChunk, emit_bonus: bool) -> TokenChunk:
+        cands = chunk.tokens
+        k = len(cands)
+        base = len(self.seq)
+        self.dec.target_lane.wait(chunk.ready, chunk.probs)
+        seen_rows = self.seen.rows(cands)
+
+        def inputs(logits: torch.Tensor, n_cands: int, bonus: bool) -> VerifyInput:
+            probs = chunk.probs[:n_cands] if chunk.probs is not None else None
+            return VerifyInput(cands[:n_cands], probs, logits, seen_rows, base, self.epoch, bonus)
+
+        verdict = None
+        if self.pending_logits is not None:
+            # the first candidate can be checked with logits already in hand: if it fails,
+            # the target's token comes free of any forward
+            first = verify(inputs(self.pending_logits[None], 1, False), self.cfg, self.rng)
+            if first.accepted == 0:
+                verdict = first
+            else:
+                rows = torch.cat([self.pending_logits[None], self.target.extend(cands)], 0)
+        else:
+            # the target has not seen the last committed token yet: feed it with the chunk
+            fresh = self.seq[len(self.target.tokens) :]
+            assert fresh, "no pending logits and no unseen token: the target cache is out of step"
+            rows = self.target.extend(fresh + cands)[len(fresh) - 1 :]
+        if verdict is None:
+            verdict = verify(inputs(rows, k, emit_bonus), self.cfg, self.rng)
+
+        n, token = verdict.accepted, verdict.token
+        if n == k and token is None:
+            self.pending_logits = rows[k]  # the cache holds everything committed
+        else:
+            self.pending_logits = None
+            self.target.rollback(base + n)  # drop rejected candidates; `token` is fed next time
+        if n < k:
+            self.epoch += 1
+        self.length.update(n, k)
+        new = cands[:n] + ([token] if token is not None else [])
+        self.stats.record_step(k, n, len(new))
+        return self._commit(new)
