@@ -198,9 +198,11 @@ class StreamingDecoder(ABC):
         return np.asarray(self._decode_frames(codes), dtype=np.float32)
 
     def flush(self) -> np.ndarray:
-        """End of stream: drop an incomplete trailing frame, return held audio."""
-        self._pending = []
-        return np.asarray(self._flush(), dtype=np.float32)
+        """End of utterance: return held-back audio, drop an incomplete trailing
+        frame, then :meth:`reset` so the decoder is ready for the next one."""
+        out = np.asarray(self._flush(), dtype=np.float32)
+        self.reset()
+        return out
 
     def reset(self) -> None:
         """Forget all state so the next push starts a new utterance."""
