@@ -77,6 +77,9 @@ def test_year(n: int, words: str) -> None:
         ("Stra\u00dfe \u00c6sir", "strasse aesir"),
         ("ﬁne ＡＢＣ", "fine abc"),  # NFKC ligature and full-width letters
         ("Wait...   what?!\n\nYes;  no:  maybe", "wait, what? yes; no: maybe"),
+        ("Add \u00bd cup.", "add one half cup."),
+        ("The U.S. economy. The U.K. one", "the u s economy. the u k one"),
+        ("Call 555-1234 now", "call five five five, one two three four now"),
     ],
 )
 def test_normalize_examples(text: str, expected: str) -> None:

@@ -38,7 +38,8 @@ _CHAR_MAP = {
     "\u2026": "...", "\u00a0": " ", "\u00df": "ss", "\u00e6": "ae", "\u00c6": "AE",
     "\u0153": "oe", "\u0152": "OE", "\u00f8": "o", "\u00d8": "O", "\u0142": "l", "\u0141": "L",
     "\u0111": "d", "\u0110": "D", "\u00fe": "th", "\u00de": "Th", "\u00f0": "d", "\u00d0": "D",
-    "\u0131": "i",
+    "\u0131": "i", "\u00bd": " one half ", "\u00bc": " one quarter ", "\u00be": " three quarters ",
+    "\u2153": " one third ", "\u2154": " two thirds ",
 }
 _CHAR_TABLE = str.maketrans(_CHAR_MAP)
 _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s*[\u2013\u2014]\s*(?=\d)")
@@ -48,7 +49,7 @@ _LONG_DASH = re.compile(r"\s*[\u2013\u2014\u2015]+\s*|\s+-{1,3}\s+|(?<=\w)--+(?=
 def fold_unicode(text: str) -> str:
     """NFKC, straight quotes, dashes -> ", " (or "-" between digits). Keeps
     currency symbols and accents; :func:`_to_ascii` strips accents later."""
-    text = unicodedata.normalize("NFKC", text).translate(_CHAR_TABLE)
+    text = unicodedata.normalize("NFKC", text.translate(_CHAR_TABLE)).translate(_CHAR_TABLE)
     text = _DASH_BETWEEN_DIGITS.sub("-", text)
     return _LONG_DASH.sub(", ", text)
 
@@ -117,6 +118,14 @@ def _period_if_sentence_end(m: re.Match[str]) -> str:
     return "." if m.group(0).endswith(".") and _SENTENCE_FOLLOWS.match(m.string, m.end()) else ""
 
 
+_INITIALISM = re.compile(r"\b(?:[A-Za-z]\.){2,}")
+
+
+def _initialism(m: re.Match[str]) -> str:
+    """"U.S." -> "U S" (spoken letter by letter, no sentence stops inside)."""
+    return " ".join(m.group(0).replace(".", "")) + _period_if_sentence_end(m)
+
+
 def _expand_abbreviations(text: str) -> str:
     for pattern, repl, can_end in _ABBREVIATIONS:
 
@@ -124,6 +133,7 @@ def _expand_abbreviations(text: str) -> str:
             return repl + (_period_if_sentence_end(m) if can_end else "")
 
         text = pattern.sub(sub, text)
+    text = _INITIALISM.sub(_initialism, text)
     for pattern, repl, can_end in _CONTEXT_ABBREVIATIONS:
         text = pattern.sub(lambda m, r=repl, e=can_end: r + (_period_if_sentence_end(m) if e else ""), text)
     for pattern, repl in _SYMBOLS:
@@ -144,6 +154,7 @@ _PERCENT_RE = re.compile(r"(-?)(" + _NUM + r")(?:\.(\d+))?\s?%")
 _TIME_RE = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?:\s?([ap])\.?\s?m\b\.?)?", re.I)
 _AMPM_RE = re.compile(r"\b(\d{1,2})\s?([ap])\.?\s?m\b\.?", re.I)
 _ORDINAL_RE = re.compile(r"\b(" + _NUM + r")(st|nd|rd|th)\b", re.I)
+_PHONE_RE = re.compile(r"\b(?:\d{3}-)?\d{3}-\d{4}\b")
 _RANGE_RE = re.compile(r"(?<=\d)\s?-\s?(?=\d)")
 _NEGATIVE_RE = re.compile(r"(?<![\w.])-(?=\d)")
 _DECIMAL_RE = re.compile(r"(" + _NUM + r")?\.(\d+)\b")
@@ -217,6 +228,7 @@ def _expand_numbers(text: str) -> str:
     text = _TIME_RE.sub(_time, text)
     text = _AMPM_RE.sub(lambda m: f" {num.cardinal(int(m.group(1)))}{_ampm(m, m.group(2))} ", text)
     text = _ORDINAL_RE.sub(lambda m: f" {num.ordinal(_int(m.group(1)))} ", text)
+    text = _PHONE_RE.sub(lambda m: " " + ", ".join(num.digits(g) for g in m.group(0).split("-")) + " ", text)
     text = _RANGE_RE.sub(" to ", text)
     text = _NEGATIVE_RE.sub("minus ", text)
     text = _DECIMAL_RE.sub(_decimal, text)
