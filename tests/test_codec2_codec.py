@@ -210,3 +210,13 @@ def test_resample_identity_and_lengths() -> None:
     assert len(resample(x, 22050, 8000)) == int(np.ceil(1001 * 8000 / 22050))
     with pytest.raises(ValueError):
         resample(x, 0, 8000)
+
+
+def test_codec2_noise_rng_is_isolated() -> None:
+    """Exact streaming/reference comparisons above skip without this; fail loudly
+    here so a pycodec2 build that hides the RNG state is noticed."""
+    assert c2mod.deterministic, "could not locate libcodec2's codec2_rand state; decoding is not reproducible"
+    holder = [123]
+    with rng.using(holder):
+        pass
+    assert holder == [123]
