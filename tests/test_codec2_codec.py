@@ -144,18 +144,23 @@ def test_token_ids_stay_in_their_codebook(codec: Codec2Codec, speech: list[np.nd
 
 
 def test_codes_are_ordinal_pitch_and_energy(codec: Codec2Codec) -> None:
-    """Gray fields are mapped to natural binary: the pitch code rises with f0
-    and the energy code with loudness (what makes the codes LM-friendly)."""
-    sr = 8000
-    t = np.arange(sr) / sr
+    """Gray fields are mapped to natural binary: a smooth pitch glide or loudness
+    ramp gives smoothly rising codes (raw Gray values would jump around)."""
+    sr, seconds = 8000, 2.0
+    t = np.arange(int(sr * seconds)) / sr
 
-    def tone(f0: float, amp: float) -> np.ndarray:
-        return (amp * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 12))).astype(np.float32)
+    def harmonics(f0: np.ndarray, amp: np.ndarray) -> np.ndarray:
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        return (amp * sum(np.sin(k * phase) / k for k in range(1, 12))).astype(np.float32)
 
-    pitch = [np.median(codec.encode(tone(f0, 0.2))[10:40, 1]) for f0 in (90, 130, 180, 250)]
-    assert all(a < b for a, b in zip(pitch, pitch[1:])), pitch
-    energy = [np.median(codec.encode(tone(150, a))[10:40, 0] % 32) for a in (0.01, 0.05, 0.25)]
-    assert all(a < b for a, b in zip(energy, energy[1:])), energy
+    glide = codec.encode(harmonics(90 * (3.0 ** (t / seconds)), np.full_like(t, 0.2)))[5:-5, 1]
+    ramp = codec.encode(harmonics(np.full_like(t, 150.0), 0.005 * (60.0 ** (t / seconds))))[5:-5, 0] % 32
+    steps = np.diff(glide)
+    assert np.all(steps >= 0) and np.all(steps <= 2)  # one quantiser level at a time
+    assert glide[-1] - glide[0] >= 40
+    thirds = [np.median(p) for p in np.array_split(ramp, 3)]
+    assert thirds[0] < thirds[1] < thirds[2]
+    assert np.corrcoef(np.arange(len(ramp)), ramp)[0, 1] > 0.8
 
 
 def test_bad_token_streams_are_rejected(codec: Codec2Codec) -> None:
