@@ -7,13 +7,13 @@ import pytest
 
 pycodec2 = pytest.importorskip("pycodec2")
 
-from codec_audio import load_speech, synthetic_speech  # noqa: E402
+from codec_audio import load_speech, synthetic_speech
 
-from voicestream.codec import codec2 as c2mod  # noqa: E402
-from voicestream.codec._codec2_rng import INITIAL_STATE, rng  # noqa: E402
-from voicestream.codec.base import CodecSpec, TokenLayoutError  # noqa: E402
-from voicestream.codec.codec2 import Codec2Codec, load_layout  # noqa: E402
-from voicestream.codec.resample import resample  # noqa: E402
+from voicestream.codec import codec2 as c2mod
+from voicestream.codec._codec2_rng import INITIAL_STATE, rng
+from voicestream.codec.base import CodecSpec, TokenLayoutError
+from voicestream.codec.codec2 import Codec2Codec, load_layout
+from voicestream.codec.resample import resample
 
 SPF = 160
 
@@ -124,7 +124,7 @@ def test_decoded_energy_follows_input(codec: Codec2Codec, speech: list[np.ndarra
     n = len(clip) // SPF
     e_in = 10 * np.log10(np.mean(clip[: n * SPF].reshape(n, SPF) ** 2, axis=1) + 1e-8)
     e_out = 10 * np.log10(np.mean(y[: n * SPF].reshape(n, SPF) ** 2, axis=1) + 1e-8)
-    best = max(np.corrcoef(e_in[: n - lag], e_out[lag:])[0, 1] for lag in range(0, 4))
+    best = max(np.corrcoef(e_in[: n - lag], e_out[lag:])[0, 1] for lag in range(4))
     assert best > 0.9
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from codec_audio import load_speech
 
 from voicestream.codec.base import CodecSpec, TokenLayoutError
@@ -160,6 +159,7 @@ def test_overlap_decoder_holds_back_lookahead(toy_case) -> None:
     assert dec.push(tokens[: 2 * k]).size == 0  # both frames are lookahead
     first = dec.push(tokens[2 * k : 3 * k + 1])  # frame 0 now final, minus crossfade tail
     assert first.size == spf - 8 and dec.pending_tokens == 1
+    assert np.max(np.abs(first - whole[: spf - 8])) < 1e-5  # frame 0 already final
     rest = dec.flush()
     assert first.size + rest.size == 3 * spf
 

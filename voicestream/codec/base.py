@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CodecSpec", "Codec", "StreamingDecoder", "TokenLayoutError"]
+__all__ = ["Codec", "CodecSpec", "StreamingDecoder", "TokenLayoutError"]
 
 
 class TokenLayoutError(ValueError):

@@ -21,13 +21,13 @@ from ._codec2_rng import INITIAL_STATE, rng
 from .base import Codec, CodecSpec, StreamingDecoder
 
 __all__ = [
-    "deterministic",
     "BitField",
-    "FrameLayout",
-    "load_layout",
     "Codec2Codec",
     "Codec2StreamingDecoder",
+    "FrameLayout",
+    "deterministic",
     "float_to_pcm16",
+    "load_layout",
     "pcm16_to_float",
 ]
 

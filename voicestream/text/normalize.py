@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from . import numbers as num
 
-__all__ = ["EmptyTextError", "NormalizerConfig", "normalize_text", "fold_unicode"]
+__all__ = ["EmptyTextError", "NormalizerConfig", "fold_unicode", "normalize_text"]
 
 
 class EmptyTextError(ValueError):
@@ -76,15 +76,15 @@ _ABBREVIATIONS: list[tuple[re.Pattern[str], str, bool]] = [
         (r"\bLt\.", "lieutenant", False, 0),
         (r"\bSgt\.", "sergeant", False, 0),
         (r"\bMt\.", "mount", False, 0),
-        (r"\bvs\.?(?=\s)", "versus", False, re.I),
-        (r"\be\.g\.", "for example", False, re.I),
-        (r"\bi\.e\.", "that is", False, re.I),
-        (r"\bapprox\.", "approximately", False, re.I),
-        (r"\bNo\.(?=\s*\d)", "number", False, re.I),
-        (r"\bFig\.(?=\s*\d)", "figure", False, re.I),
+        (r"\bvs\.?(?=\s)", "versus", False, re.IGNORECASE),
+        (r"\be\.g\.", "for example", False, re.IGNORECASE),
+        (r"\bi\.e\.", "that is", False, re.IGNORECASE),
+        (r"\bapprox\.", "approximately", False, re.IGNORECASE),
+        (r"\bNo\.(?=\s*\d)", "number", False, re.IGNORECASE),
+        (r"\bFig\.(?=\s*\d)", "figure", False, re.IGNORECASE),
         (r"\bJr\.", "junior", True, 0),
         (r"\bSr\.", "senior", True, 0),
-        (r"\betc\.", "et cetera", True, re.I),
+        (r"\betc\.", "et cetera", True, re.IGNORECASE),
         (r"\bInc\.", "incorporated", True, 0),
         (r"\bLtd\.", "limited", True, 0),
         (r"\bCorp\.", "corporation", True, 0),
@@ -148,12 +148,12 @@ _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pou
 _SCALE_WORDS = {"k": "thousand", "thousand": "thousand", "m": "million", "million": "million",
                 "bn": "billion", "b": "billion", "billion": "billion", "trillion": "trillion"}
 _CURRENCY_RE = re.compile(
-    r"([$£€¥])\s?(" + _NUM + r")(?:\.(\d+))?(?:\s?(thousand|million|billion|trillion|bn|k|m|b)\b)?", re.I
+    r"([$£€¥])\s?(" + _NUM + r")(?:\.(\d+))?(?:\s?(thousand|million|billion|trillion|bn|k|m|b)\b)?", re.IGNORECASE
 )
 _PERCENT_RE = re.compile(r"(-?)(" + _NUM + r")(?:\.(\d+))?\s?%")
-_TIME_RE = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?:\s?([ap])\.?\s?m\b\.?)?", re.I)
-_AMPM_RE = re.compile(r"\b(\d{1,2})\s?([ap])\.?\s?m\b\.?", re.I)
-_ORDINAL_RE = re.compile(r"\b(" + _NUM + r")(st|nd|rd|th)\b", re.I)
+_TIME_RE = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?:\s?([ap])\.?\s?m\b\.?)?", re.IGNORECASE)
+_AMPM_RE = re.compile(r"\b(\d{1,2})\s?([ap])\.?\s?m\b\.?", re.IGNORECASE)
+_ORDINAL_RE = re.compile(r"\b(" + _NUM + r")(st|nd|rd|th)\b", re.IGNORECASE)
 _PHONE_RE = re.compile(r"\b(?:\d{3}-)?\d{3}-\d{4}\b")
 _RANGE_RE = re.compile(r"(?<=\d)\s?-\s?(?=\d)")
 _NEGATIVE_RE = re.compile(r"(?<![\w.])-(?=\d)")

@@ -14,14 +14,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["SegmenterConfig", "SentenceSegmenter", "NO_SPLIT_ABBREVIATIONS", "MAYBE_FINAL_ABBREVIATIONS"]
+__all__ = ["MAYBE_FINAL_ABBREVIATIONS", "NO_SPLIT_ABBREVIATIONS", "SegmenterConfig", "SentenceSegmenter"]
 
 #: A period after these never ends a sentence (titles, "e.g.", "vs.").
 NO_SPLIT_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof rev gen capt lt sgt col st mt vs e.g i.e cf approx fig al ca viz".split()
+    ["mr", "mrs", "ms", "dr", "prof", "rev", "gen", "capt", "lt", "sgt", "col", "st", "mt", "vs", "e.g", "i.e", "cf", "approx", "fig", "al", "ca", "viz"]
 )
 #: These often end a sentence; split only if the next word is capitalised.
-MAYBE_FINAL_ABBREVIATIONS = frozenset("etc inc ltd co corp jr sr no dept ave blvd".split())
+MAYBE_FINAL_ABBREVIATIONS = frozenset(["etc", "inc", "ltd", "co", "corp", "jr", "sr", "no", "dept", "ave", "blvd"])
 
 _TERMINALS = ".!?"
 _CLAUSE = ",;:"

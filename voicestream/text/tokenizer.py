@@ -18,12 +18,12 @@ Digits never reach the tokenizer: the normaliser spells them out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .normalize import NormalizerConfig, normalize_text
 
-__all__ = ["CharTokenizer", "PAD_ID", "BOS_ID", "EOS_ID", "SPECIAL_TOKENS", "ALPHABET", "UnknownCharacterError"]
+__all__ = ["ALPHABET", "BOS_ID", "EOS_ID", "PAD_ID", "SPECIAL_TOKENS", "CharTokenizer", "UnknownCharacterError"]
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
