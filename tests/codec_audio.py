@@ -31,7 +31,7 @@ def synthetic_speech(seconds: float = 2.0, sr: int = 8000, seed: int = 0) -> np.
     x /= np.abs(x).max()
     unvoiced = (np.sin(2 * np.pi * 1.5 * t) > 0.6)
     x = np.where(unvoiced, 0.3 * rng.standard_normal(n), x)
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 2.0 * t) ** 2
+    envelope = 0.02 + (0.5 - 0.5 * np.cos(2 * np.pi * 3.0 * t)) ** 2  # syllables with near-pauses
     return (0.5 * x * envelope).astype(np.float32)
 
 
