@@ -1,0 +1,29 @@
+"""The ``voicestream`` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .bench import decode as bench_decode
+
+    parser = argparse.ArgumentParser(prog="voicestream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="benchmarks (side-by-side ratios in one run)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    dec = bench_sub.add_parser("decode", help="speculative vs plain vs transformers assisted decoding")
+    bench_decode.add_arguments(dec)
+    dec.set_defaults(func=bench_decode.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
