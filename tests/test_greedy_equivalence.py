@@ -10,13 +10,15 @@ from voicestream.spec import GenerationStats, SpeculativeDecoder
 from conftest import collect, hf_greedy
 
 PROMPTS = [[5, 6, 7, 8, 9], [100, 3 + 40, 17], [1] * 12]
+# pipelined runs always speculate (threshold 0) unless a test says otherwise
+ALWAYS = 0.0
 
 
 @pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined"])
 @pytest.mark.parametrize("gamma", [1, 3, 8])
 def test_greedy_matches_generate(tiny_target, tiny_draft, gamma, pipelined):
     dec = SpeculativeDecoder(tiny_target, tiny_draft)
-    cfg = SpecConfig(gamma=gamma, gamma_max=max(gamma, 8), draft_length="fixed", pipelined=pipelined, max_new_tokens=48)
+    cfg = SpecConfig(gamma=gamma, gamma_max=max(gamma, 8), draft_length="fixed", pipelined=pipelined, max_new_tokens=48, speculate_threshold=ALWAYS)
     for prompt in PROMPTS:
         ref = hf_greedy(tiny_target, prompt, 48)
         stats = GenerationStats()
@@ -34,9 +36,12 @@ def test_greedy_with_poor_draft_and_adaptive_length(tiny_target, pipelined):
     bad_draft = random_llama(vocab_size=128, hidden_size=32, num_layers=1, num_heads=2, seed=99)
     dec = SpeculativeDecoder(tiny_target, bad_draft)
     for policy in ("heuristic", "confidence"):
-        cfg = SpecConfig(gamma=4, draft_length=policy, pipelined=pipelined, max_new_tokens=40)
-        for prompt in PROMPTS:
-            assert collect(dec, prompt, cfg)[0] == hf_greedy(tiny_target, prompt, 40)
+        for threshold in (ALWAYS, 0.25):  # always speculate / speculate while it pays
+            cfg = SpecConfig(
+                gamma=4, draft_length=policy, pipelined=pipelined, max_new_tokens=40, speculate_threshold=threshold
+            )
+            for prompt in PROMPTS:
+                assert collect(dec, prompt, cfg)[0] == hf_greedy(tiny_target, prompt, 40)
     dec.close()
 
 
@@ -44,7 +49,11 @@ def test_greedy_with_poor_draft_and_adaptive_length(tiny_target, pipelined):
 def test_greedy_repetition_penalty_matches_generate(tiny_target, tiny_draft, pipelined):
     dec = SpeculativeDecoder(tiny_target, tiny_draft)
     cfg = SpecConfig(
-        sampling=SamplingConfig(temperature=0.0, repetition_penalty=1.3), gamma=4, pipelined=pipelined, max_new_tokens=40
+        sampling=SamplingConfig(temperature=0.0, repetition_penalty=1.3),
+        gamma=4,
+        pipelined=pipelined,
+        max_new_tokens=40,
+        speculate_threshold=ALWAYS,
     )
     for prompt in PROMPTS:
         ref = hf_greedy(tiny_target, prompt, 40, repetition_penalty=1.3)
@@ -70,7 +79,9 @@ def test_eos_inside_an_accepted_chunk(tiny_target, gamma, pipelined):
     assert ref[-1] == eos and len(ref) == pos + 1
     dec = SpeculativeDecoder(target, draft)
     stats = GenerationStats()
-    cfg = SpecConfig(gamma=gamma, gamma_max=8, draft_length="fixed", pipelined=pipelined, max_new_tokens=30)
+    cfg = SpecConfig(
+        gamma=gamma, gamma_max=8, draft_length="fixed", pipelined=pipelined, max_new_tokens=30, speculate_threshold=ALWAYS
+    )
     ours, chunks = collect(dec, prompt, cfg, stats=stats)
     assert ours == ref
     assert chunks[-1].finish_reason == "stop" and chunks[-1].stop_token == eos
@@ -83,7 +94,8 @@ def test_max_new_tokens_is_exact(tiny_target, tiny_draft):
     dec = SpeculativeDecoder(tiny_target, tiny_draft)
     for n in (1, 2, 7, 13):
         for pipelined in (False, True):
-            tokens, chunks = collect(dec, [5, 6, 7], SpecConfig(gamma=5, pipelined=pipelined, max_new_tokens=n))
+            cfg = SpecConfig(gamma=5, pipelined=pipelined, max_new_tokens=n, speculate_threshold=ALWAYS)
+            tokens, chunks = collect(dec, [5, 6, 7], cfg)
             assert len(tokens) == n and chunks[-1].finish_reason == "length"
             assert [c.start for c in chunks] == [sum(len(c.tokens) for c in chunks[:i]) for i in range(len(chunks))]
     dec.close()

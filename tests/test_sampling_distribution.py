@@ -1,4 +1,5 @@
 """Lossless speculative sampling must reproduce the target's sampling distribution."""
+import itertools
 from collections import Counter
 
 import numpy as np
@@ -85,8 +86,9 @@ def test_wrong_rule_is_caught():
 
 # --- end to end: the decoder's first tokens follow the processed target distribution ---------
 
-VOCAB = 8
+VOCAB = 4
 PROMPT = [1, 2, 3]
+N_TOKENS = 3  # three tokens: covers chunk verification, corrections, bonus and pipelined pre-checks
 
 
 @pytest.fixture(scope="module")
@@ -99,36 +101,34 @@ def e2e_models():
     return target, draft
 
 
-def _exact_two_token_distribution(target, cfg: SamplingConfig) -> dict:
-    """P(x1, x2) under the processed target, by enumeration (repetition penalty included)."""
+def _exact_distribution(target, cfg: SamplingConfig) -> dict:
+    """P(x1..xn) under the processed target, by enumeration (repetition penalty included)."""
     dist = {}
     with torch.no_grad():
-        for x1 in range(VOCAB):
-            seq = PROMPT + [x1]
-            logits = target(torch.tensor([seq])).logits[0].float()
-            seen1 = torch.zeros(VOCAB, dtype=torch.bool)
-            seen1[PROMPT] = True
-            seen2 = seen1.clone()
-            seen2[x1] = True
-            p1 = to_probs(logits[len(PROMPT) - 1], cfg, seen1)
-            p2 = to_probs(logits[len(PROMPT)], cfg, seen2)
-            for x2 in range(VOCAB):
-                if p1[x1] * p2[x2] > 0:
-                    dist[(x1, x2)] = float(p1[x1] * p2[x2])
+        for seq in itertools.product(range(VOCAB), repeat=N_TOKENS):
+            full = PROMPT + list(seq)
+            logits = target(torch.tensor([full[:-1]])).logits[0].float()
+            prob = 1.0
+            for i, x in enumerate(seq):
+                seen = torch.zeros(VOCAB, dtype=torch.bool)
+                seen[full[: len(PROMPT) + i]] = True
+                prob *= float(to_probs(logits[len(PROMPT) - 1 + i], cfg, seen)[x])
+            if prob > 0:
+                dist[seq] = prob
     return dist
 
 
-def _sample_two(decoder, cfg: SpecConfig, n: int) -> Counter:
+def _sample(decoder, cfg: SpecConfig, n: int) -> Counter:
     counts = Counter()
     for seed in range(n):
-        toks = [t for c in decoder.generate(PROMPT, cfg.with_(seed=seed, max_new_tokens=2)) for t in c.tokens]
+        toks = [t for c in decoder.generate(PROMPT, cfg.with_(seed=seed, max_new_tokens=N_TOKENS)) for t in c.tokens]
         counts[tuple(toks)] += 1
     return counts
 
 
 SAMPLERS = {
     "plain-temperature": SamplingConfig(temperature=1.0),
-    "topk-topp-penalty": SamplingConfig(temperature=0.8, top_k=5, top_p=0.9, repetition_penalty=1.5),
+    "topk-topp-penalty": SamplingConfig(temperature=0.8, top_k=3, top_p=0.9, repetition_penalty=1.5),
 }
 
 
@@ -137,16 +137,23 @@ SAMPLERS = {
 def test_decoder_matches_target_sampling_distribution(e2e_models, sampler, pipelined):
     target, draft = e2e_models
     scfg = SAMPLERS[sampler]
-    exact = _exact_two_token_distribution(target, scfg)
+    exact = _exact_distribution(target, scfg)
     dec = SpeculativeDecoder(target, draft, check=False)
-    cfg = SpecConfig(rule="sampling", sampling=scfg, gamma=2, draft_length="fixed", pipelined=pipelined)
-    n = 1500
-    counts = _sample_two(dec, cfg, n)
+    # pipelined: gamma=1 gives 2-token chunks, so the 3rd token goes through speculation
+    cfg = SpecConfig(
+        rule="sampling",
+        sampling=scfg,
+        gamma=1 if pipelined else 2,
+        draft_length="fixed",
+        pipelined=pipelined,
+        speculate_threshold=0.0,
+    )
+    n = 2000
+    counts = _sample(dec, cfg, n)
     stat, dof = chi_square(counts, exact, n)
     assert stat < chi_square_critical(dof), (stat, dof, total_variation(counts, exact, n))
     # sanity: the draft alone would not pass (otherwise the test could not tell)
-    dec_draft_only = SpeculativeDecoder(draft)
-    draft_counts = _sample_two(dec_draft_only, SpecConfig(rule="sampling", sampling=scfg), n)
+    draft_counts = _sample(SpeculativeDecoder(draft), SpecConfig(rule="sampling", sampling=scfg), n)
     assert chi_square(draft_counts, exact, n)[0] > chi_square_critical(dof)
     dec.close()
 
@@ -154,17 +161,17 @@ def test_decoder_matches_target_sampling_distribution(e2e_models, sampler, pipel
 def test_decoder_with_wrong_rule_fails_the_same_test(e2e_models):
     target, draft = e2e_models
     scfg = SAMPLERS["plain-temperature"]
-    exact = _exact_two_token_distribution(target, scfg)
+    exact = _exact_distribution(target, scfg)
     dec = SpeculativeDecoder(target, draft, check=False)
     original = acceptance.RULES["sampling"]
     acceptance.RULES["sampling"] = lambda inp, cfg, r: acceptance.Verdict(
         len(inp.candidates), None if not inp.emit_bonus else 0
     )
     try:
-        counts = _sample_two(dec, SpecConfig(rule="sampling", sampling=scfg, gamma=2, draft_length="fixed"), 1500)
+        counts = _sample(dec, SpecConfig(rule="sampling", sampling=scfg, gamma=2, draft_length="fixed"), 2000)
     finally:
         acceptance.RULES["sampling"] = original
-    stat, dof = chi_square(counts, exact, 1500)
+    stat, dof = chi_square(counts, exact, 2000)
     assert stat > chi_square_critical(dof)
 
 

@@ -55,7 +55,10 @@ class SpecConfig:
       * ``ssd``      -- SSD tolerance rule (arXiv 2505.15380): accept when
                         r < min(1, p/q) + ``beta``; ``beta = 0`` is exactly ``sampling``.
     gamma is the initial draft length; the draft-length policy moves it inside
-    [gamma_min, gamma_max]. ``pipelined`` overlaps drafting chunk i+1 with verifying chunk i.
+    [gamma_min, gamma_max]. ``pipelined`` overlaps drafting chunk i+1 with verifying chunk i,
+    while the running rate of fully accepted chunks stays >= ``speculate_threshold``
+    (0 = always speculate, the right choice when draft and target do not share cores, as
+    on a GPU; on a 2-core CPU wasted speculation steals the target's core).
     """
 
     rule: AcceptanceRule = "greedy"
@@ -68,6 +71,7 @@ class SpecConfig:
     beta: float = 0.0
     topk_tolerance: int = 3
     pipelined: bool = False
+    speculate_threshold: float = 0.25
     max_new_tokens: int = 256
     stop_ids: Sequence[int] = ()
     seed: int = 0
@@ -87,6 +91,8 @@ class SpecConfig:
             raise ValueError(f"topk_tolerance must be >= 1, got {self.topk_tolerance}")
         if not 0.0 <= self.confidence_threshold < 1.0:
             raise ValueError(f"confidence_threshold must be in [0, 1), got {self.confidence_threshold}")
+        if not 0.0 <= self.speculate_threshold <= 1.0:
+            raise ValueError(f"speculate_threshold must be in [0, 1], got {self.speculate_threshold}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.rule in ("greedy", "topk") and not self.sampling.greedy:

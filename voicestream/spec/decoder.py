@@ -55,6 +55,9 @@ def default_stop_ids(model: torch.nn.Module) -> tuple[int, ...]:
     return tuple(sorted(special_ids(model).get("eos_token_id", frozenset())))
 
 
+_RATE_DECAY = 0.25  # weight of the newest chunk in the running full-acceptance rate
+
+
 class SpeculativeDecoder:
     """Streams tokens from ``target``, sped up by ``draft`` (or plain decoding without one).
 
@@ -146,6 +149,8 @@ class _Generation:
         self.started = False
         self.chunk: DraftChunk | None = None  # pipelined: the chunk to verify next
         self.spec: tuple[Future, threading.Event] | None = None  # pipelined: speculative draft in flight
+        self.full_accept_rate = 1.0  # pipelined: running rate of fully accepted chunks
+        self.last_accepted = 0
 
     # --- bookkeeping ------------------------------------------------------------------
     @property
@@ -241,27 +246,28 @@ class _Generation:
             self.chunk = first.result()
         chunk = self.chunk
         assert chunk is not None
-        # speculate: draft the next chunk as if this one will be fully accepted
-        after = self.remaining - len(chunk.tokens)
-        if after > 0 and not (chunk.tokens and chunk.tokens[-1] in self.stop):
+        k = len(chunk.tokens)
+        after = self.remaining - k
+        # speculate: draft the next chunk as if this one will be fully accepted -- but only
+        # while full acceptance is common enough for the overlap to beat the wasted drafts
+        spec = None
+        if after > 0 and chunk.tokens[-1] not in self.stop and self.full_accept_rate >= self.cfg.speculate_threshold:
             abort = threading.Event()
-            context = self.seq + chunk.tokens
-            n_next = min(self._pipelined_len(self.length.peek_full(len(chunk.tokens))), after)
-            self.spec = (lane.submit(self.draft_chunk, context, n_next, self.epoch, abort), abort)
-        out = self._verify_and_commit(chunk, emit_bonus=False)
-        spec, self.spec = self.spec, None
-        if out.finish_reason is not None:
-            if spec is not None:
-                spec[1].set()
-                spec[0].result()
-            return out
+            n_next = min(self._pipelined_len(self.length.peek_full(k)), after)
+            spec = self.spec = (lane.submit(self.draft_chunk, self.seq + chunk.tokens, n_next, self.epoch, abort), abort)
+        out = self._verify_and_commit(chunk, emit_bonus=spec is None)
+        self.spec = None
         fully_accepted = self.pending_logits is not None
-        if fully_accepted and spec is not None:
+        self.full_accept_rate += _RATE_DECAY * (float(self.last_accepted == k) - self.full_accept_rate)
+        if spec is not None and (out.finish_reason is not None or not fully_accepted):
+            spec[1].set()  # the speculation built on a rejected token (or is not needed): stop it
+            spec[0].result()
+            spec = None
+        if out.finish_reason is not None:
+            return out
+        if spec is not None:
             self.chunk = spec[0].result()
         else:
-            if spec is not None:
-                spec[1].set()  # the speculation built on a rejected token: stop it early
-                spec[0].result()
             self.chunk = lane.submit(
                 self.draft_chunk, list(self.seq), self._pipelined_len(self.length.gamma), self.epoch, None
             ).result()
@@ -339,6 +345,7 @@ class _Generation:
             verdict = verify(inputs(rows, k, emit_bonus), self.cfg, self.rng)
 
         n, token = verdict.accepted, verdict.token
+        self.last_accepted = n
         if n == k and token is None:
             self.pending_logits = rows[k]  # the cache holds everything committed
         else:
