@@ -42,7 +42,9 @@ def build_pair(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Modu
     if args.target:
         if not args.draft:
             raise SystemExit("--target needs --draft (or use the built-in --pair)")
-        return load_causal_lm(args.target), load_causal_lm(args.draft), f"{args.target} + {args.draft}"
+        dtype = getattr(torch, args.dtype)
+        target, draft = load_causal_lm(args.target, dtype=dtype), load_causal_lm(args.draft, dtype=dtype)
+        return target, draft, f"{args.target} + {args.draft} ({args.dtype})"
     target, draft = refined_pair(
         draft_layers=args.draft_layers,
         refine_scale=args.refine_scale,
@@ -52,11 +54,12 @@ def build_pair(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Modu
         num_heads=args.heads,
         seed=args.seed,
     )
+    target, draft = target.to(getattr(torch, args.dtype)), draft.to(getattr(torch, args.dtype))
     desc = (
         f"refined pair: Llama target {args.layers}x{args.hidden} (vocab {args.vocab}, "
         f"{sum(p.numel() for p in target.parameters()) / 1e6:.1f}M params), draft = its first "
         f"{args.draft_layers} layer(s) ({sum(p.numel() for p in draft.parameters()) / 1e6:.1f}M), "
-        f"refine_scale={args.refine_scale}"
+        f"refine_scale={args.refine_scale}, {args.dtype}"
     )
     return target, draft, desc
 
@@ -118,6 +121,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "ours": _ours(spec, base.with_(pipelined=False)),
             "ours_pipelined": _ours(spec, base.with_(pipelined=True)),
         }
+        if args.compare_draft_length:
+            for policy in ("fixed", "heuristic", "confidence"):
+                if policy != args.draft_length:
+                    methods[f"ours_{policy}"] = _ours(spec, base.with_(draft_length=policy))
         results = {name: MethodResult() for name in methods}
         for fn in methods.values():  # warm-up: first-call allocations, lazy imports
             fn(prompts[0][:4])
@@ -148,6 +155,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "speedup_sequential_vs_plain": round(ours.tokens_per_s / best_plain, 3) if best_plain else 0.0,
             "speedup_pipelined_vs_plain": round(piped.tokens_per_s / best_plain, 3) if best_plain else 0.0,
         }
+        policies = {args.draft_length: ours}
+        policies.update({k[5:]: r for k, r in results.items() if k[5:] in ("fixed", "heuristic", "confidence")})
+        summary["draft_length_tokens_per_s"] = {k: round(r.tokens_per_s, 2) for k, r in policies.items()}
         if mode == "greedy":
             ref = results["plain"].outputs
             summary["greedy_outputs_identical"] = {
@@ -180,6 +190,9 @@ def format_table(report: dict) -> str:
         lines.append(
             f"{mode:<9} speed-up vs plain {s['speedup_vs_plain']:.2f}x, vs HF assisted {s['speedup_vs_hf_assisted']:.2f}x"
         )
+        if len(s["draft_length_tokens_per_s"]) > 1:
+            pol = ", ".join(f"{k} {v:.1f}" for k, v in s["draft_length_tokens_per_s"].items())
+            lines.append(f"{mode:<9} draft-length policies (sequential), tok/s: {pol}")
         if "greedy_outputs_identical" in s:
             same = ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in s["greedy_outputs_identical"].items())
             lines.append(f"{mode:<9} greedy output identical to plain: {same}")
@@ -203,6 +216,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     p.add_argument("--draft-threads", type=int, default=1, help="CPU threads of the draft lane (pipelined)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16")
+    p.add_argument(
+        "--no-compare-draft-length", dest="compare_draft_length", action="store_false",
+        help="skip the fixed/heuristic/confidence comparison rows",
+    )
     g = p.add_argument_group("built-in refined pair")
     g.add_argument("--vocab", type=int, default=4096)
     g.add_argument("--hidden", type=int, default=512)
