@@ -28,6 +28,7 @@ from .acceptance import VerifyInput, verify
 from .compat import check_compatible, output_vocab_size, special_ids
 from .draft_length import DraftLength
 from .lanes import Lane
+from .lean_runner import make_draft_runner
 from .logits import SeenTokens, process_logits, to_probs
 from .randomness import DRAFT, RESAMPLE, Randomness
 from .runner import ModelRunner
@@ -62,7 +63,8 @@ class SpeculativeDecoder:
     """Streams tokens from ``target``, sped up by ``draft`` (or plain decoding without one).
 
     The models are shared and read-only; every :meth:`generate` call owns its own KV
-    caches, so concurrent generations on different threads are safe.
+    caches, so concurrent generations on different threads are safe. ``lean_draft`` runs
+    Llama-family drafts through :mod:`.lean_runner` (same weights, less overhead).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class SpeculativeDecoder:
         *,
         check: bool = True,
         draft_cpu_threads: int | None = None,
+        lean_draft: bool = True,
     ) -> None:
         if draft is not None and check:
             check_compatible(target, draft)
@@ -80,6 +83,7 @@ class SpeculativeDecoder:
         self.vocab_size = output_vocab_size(target)
         self.device = next(target.parameters()).device
         self.stop_ids = default_stop_ids(target)
+        self.lean_draft = lean_draft
         self.target_lane = Lane("target", self.device, thread=False)
         self.draft_lane = (
             Lane("draft", next(draft.parameters()).device, thread=True, cpu_threads=draft_cpu_threads)
@@ -141,7 +145,7 @@ class _Generation:
         self.rng = Randomness(cfg.seed)
         self.length = DraftLength(cfg)
         self.target = ModelRunner(dec.target)
-        self.draft = ModelRunner(dec.draft) if dec.draft is not None else None
+        self.draft = make_draft_runner(dec.draft, dec.lean_draft) if dec.draft is not None else None
         self.seen = SeenTokens(dec.vocab_size, cfg.sampling.repetition_penalty, dec.device)
         self.seen.add(prompt)
         self.epoch = 0

@@ -34,20 +34,22 @@ class ModelRunner:
         """Feed ``tokens`` after the cached ones; returns float32 logits, (len, V) or (1, V)."""
         if not tokens:
             raise ValueError("extend() needs at least one token")
-        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
+        logits = self._forward(list(tokens), last_only)
+        self.tokens.extend(int(t) for t in tokens)
+        self.forwards += 1
+        self._last_logits = logits[-1]
+        return logits
+
+    def _forward(self, tokens: list[int], last_only: bool) -> torch.Tensor:
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
         kwargs = {}
         if last_only and self._has_logits_to_keep:
             kwargs["logits_to_keep"] = 1
         kwargs[self._cache_arg] = self.cache
         out = self.model(input_ids=ids, use_cache=True, **kwargs)
         self.cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        self.tokens.extend(int(t) for t in tokens)
-        self.forwards += 1
         logits = out.logits[0].float()
-        if last_only:
-            logits = logits[-1:]
-        self._last_logits = logits[-1]
-        return logits
+        return logits[-1:] if last_only else logits
 
     def rollback(self, length: int) -> None:
         """Forget everything after the first ``length`` tokens."""
@@ -56,13 +58,16 @@ class ModelRunner:
         drop = len(self.tokens) - length
         if drop == 0:
             return
+        self._crop(length, drop)
+        del self.tokens[length:]
+        self._last_logits = None
+
+    def _crop(self, length: int, drop: int) -> None:
         if length == 0:
             self.cache = None
         else:
             # crop(-n) removes the last n positions in transformers 4.x and 5.x alike
             self.cache.crop(-drop)
-        del self.tokens[length:]
-        self._last_logits = None
 
     def release(self) -> None:
         """Free the KV cache (the model stays loaded)."""

@@ -1,0 +1,66 @@
+"""The lean draft runner computes what transformers computes, on the same weights."""
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from voicestream.config import SpecConfig
+from voicestream.models import random_llama
+from voicestream.spec import SpeculativeDecoder
+from voicestream.spec.lean_runner import LeanLlamaRunner, lean_supported, make_draft_runner
+from voicestream.spec.runner import ModelRunner
+
+from conftest import collect, hf_greedy
+
+
+def _qwen2():
+    torch.manual_seed(5)
+    cfg = Qwen2Config(
+        vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, max_position_embeddings=512,
+    )
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+MODELS = {
+    "llama-mha": lambda: random_llama(vocab_size=96, hidden_size=64, num_layers=3, num_heads=4, seed=2),
+    "llama-gqa": lambda: random_llama(vocab_size=96, hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=2, seed=3),
+    "qwen2-bias-gqa": _qwen2,
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_lean_logits_match_transformers_through_extend_and_rollback(name):
+    model = MODELS[name]()
+    assert lean_supported(model)
+    ref, lean = ModelRunner(model), LeanLlamaRunner(model, initial_capacity=4)  # forces cache and rope growth
+    script = [("extend", [1, 2, 3, 4, 5]), ("extend", [6]), ("extend", [7, 8, 9]), ("rollback", 4),
+              ("extend", [10, 11]), ("extend", [12]), ("rollback", 0), ("extend", list(range(20, 40)))]
+    with torch.inference_mode():
+        for op, arg in script:
+            if op == "rollback":
+                ref.rollback(arg)
+                lean.rollback(arg)
+                continue
+            torch.testing.assert_close(lean.extend(arg), ref.extend(arg), atol=1e-4, rtol=1e-4)
+    assert lean.tokens == ref.tokens
+
+
+def test_trained_weights_are_picked_up():
+    model = MODELS["llama-mha"]()
+    with torch.inference_mode():
+        before = make_draft_runner(model).prefill([1, 2, 3])
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.mul_(3.0)  # as an optimizer step would, in place
+    with torch.inference_mode():
+        after = make_draft_runner(model).prefill([1, 2, 3])
+        expected = ModelRunner(model).prefill([1, 2, 3])
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_lean_and_plain_drafts_give_the_same_speculative_output(tiny_target, tiny_draft):
+    prompt = [5, 6, 7, 8]
+    for lean in (False, True):
+        dec = SpeculativeDecoder(tiny_target, tiny_draft, lean_draft=lean)
+        assert collect(dec, prompt, SpecConfig(max_new_tokens=32))[0] == hf_greedy(tiny_target, prompt, 32)
+        dec.close()
