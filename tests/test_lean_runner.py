@@ -64,3 +64,18 @@ def test_lean_and_plain_drafts_give_the_same_speculative_output(tiny_target, tin
         dec = SpeculativeDecoder(tiny_target, tiny_draft, lean_draft=lean)
         assert collect(dec, prompt, SpecConfig(max_new_tokens=32))[0] == hf_greedy(tiny_target, prompt, 32)
         dec.close()
+
+
+def test_wrappers_keep_their_own_forward():
+    class MaskingWrapper(torch.nn.Module):  # looks like an HF model, but changes forward()
+        def __init__(self, inner):
+            super().__init__()
+            self.model, self.config = inner, inner.config
+
+        def forward(self, **kw):
+            return self.model(**kw)
+
+    model = MODELS["llama-mha"]()
+    assert lean_supported(model)
+    assert not lean_supported(MaskingWrapper(model))
+    assert type(make_draft_runner(MaskingWrapper(model))) is ModelRunner

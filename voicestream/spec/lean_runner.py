@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedModel
 
 import weakref
 
@@ -21,9 +22,15 @@ _SUPPORTED = {"llama", "qwen2", "mistral"}
 
 
 def lean_supported(model: torch.nn.Module) -> bool:
+    """True for a plain transformers Llama/Qwen2/Mistral causal LM; a wrapper that changes
+    what forward() returns (e.g. one that masks logits) must keep its own forward."""
+    if not isinstance(model, PreTrainedModel):
+        return False
     cfg = getattr(model, "config", None)
     inner = getattr(model, "model", None)
     if cfg is None or inner is None or getattr(cfg, "model_type", None) not in _SUPPORTED:
+        return False
+    if not hasattr(inner, "layers") or not hasattr(inner, "rotary_emb"):
         return False
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) and cfg.model_type == "mistral":
         return False
