@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..config import SpecConfig
+from .constraint import apply_mask
 from .logits import process_logits
 from .randomness import ACCEPT, RESAMPLE, Randomness
 
@@ -32,6 +33,7 @@ class VerifyInput:
     position: int  # absolute sequence position of candidates[0]
     epoch: int  # rejection count so far (keys the randomness)
     emit_bonus: bool
+    allowed: torch.Tensor | None = None  # (k+1, V) constraint masks, or None
 
 
 Rule = Callable[[VerifyInput, SpecConfig, Randomness], Verdict]
@@ -40,7 +42,8 @@ Rule = Callable[[VerifyInput, SpecConfig, Randomness], Verdict]
 def _rows(inp: VerifyInput, cfg: SpecConfig) -> torch.Tensor:
     n = inp.target_logits.shape[0]
     seen = inp.seen[:n] if inp.seen is not None else None
-    return process_logits(inp.target_logits, cfg.sampling, seen)
+    allowed = inp.allowed[:n] if inp.allowed is not None else None
+    return process_logits(apply_mask(inp.target_logits, allowed), cfg.sampling, seen)
 
 
 def _argmax_verdict(inp: VerifyInput, accepted: int, argmax: list[int]) -> Verdict:

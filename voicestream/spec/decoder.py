@@ -26,6 +26,7 @@ import torch
 from ..config import SpecConfig
 from .acceptance import VerifyInput, verify
 from .compat import check_compatible, output_vocab_size, special_ids
+from .constraint import TokenConstraint, apply_mask, masks_along, walk
 from .draft_length import DraftLength
 from .lanes import Lane
 from .lean_runner import make_draft_runner
@@ -50,6 +51,7 @@ class DraftChunk:
     tokens: list[int]
     probs: torch.Tensor | None  # (k, V) processed draft probabilities (sampling rules)
     ready: object | None = None  # CUDA event after the draft's work, None on CPU
+    end_state: object = None  # constraint state after the chunk (speculation continues from it)
 
 
 def default_stop_ids(model: torch.nn.Module) -> tuple[int, ...]:
@@ -98,15 +100,19 @@ class SpeculativeDecoder:
         *,
         cancel: threading.Event | None = None,
         stats: GenerationStats | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> Iterator[TokenChunk]:
-        """Yield chunks of accepted tokens until a stop id, ``max_new_tokens`` or ``cancel``."""
+        """Yield chunks of accepted tokens until a stop id, ``max_new_tokens`` or ``cancel``.
+
+        ``constraint`` (optional) masks draft and target logits alike with a token grammar.
+        """
         cfg = cfg or SpecConfig()
         if not prompt:
             raise ValueError("prompt must contain at least one token")
         bad = [t for t in prompt if not 0 <= int(t) < self.vocab_size]
         if bad:
             raise ValueError(f"prompt token ids out of range [0, {self.vocab_size}): {bad[:5]}")
-        gen = _Generation(self, list(map(int, prompt)), cfg, cancel, stats or GenerationStats())
+        gen = _Generation(self, list(map(int, prompt)), cfg, cancel, stats or GenerationStats(), constraint)
         try:
             while True:
                 with self.target_lane.active():
@@ -133,8 +139,12 @@ class _Generation:
         cfg: SpecConfig,
         cancel: threading.Event | None,
         stats: GenerationStats,
+        constraint: TokenConstraint | None = None,
     ) -> None:
         self.dec = dec
+        self.constraint = constraint
+        # constraint state after everything in seq
+        self.cstate = walk(constraint, prompt, constraint.initial()) if constraint is not None else None
         self.cfg = cfg
         self.cancel = cancel
         self.stats = stats
@@ -179,6 +189,8 @@ class _Generation:
                 break
         self.seq.extend(out)
         self.seen.add(out)
+        if self.constraint is not None:
+            self.cstate = walk(self.constraint, out, self.cstate)
         self.stats.record_tokens(len(out))
         if reason is not None:
             self.stats.finish(reason)
@@ -226,6 +238,8 @@ class _Generation:
         else:
             logits = self.target.extend(self.seq[-1:])[-1]
         seen = self.seen.mask if self.seen.active else None
+        if self.constraint is not None:
+            logits = apply_mask(logits, self.constraint.allowed(self.cstate))
         if self.cfg.sampling.greedy:
             token = int(process_logits(logits, self.cfg.sampling, seen).argmax())
         else:
@@ -237,7 +251,7 @@ class _Generation:
         if not self.started:
             self.started = True
             self.pending_logits = self.target.prefill(self.seq)
-        chunk = self.draft_chunk(list(self.seq), min(self.length.gamma, self.remaining), self.epoch, None)
+        chunk = self.draft_chunk(list(self.seq), min(self.length.gamma, self.remaining), self.epoch, None, self.cstate)
         return self._verify_and_commit(chunk, emit_bonus=True)
 
     def _pipelined_step(self) -> TokenChunk:
@@ -245,7 +259,9 @@ class _Generation:
         if not self.started:
             self.started = True
             # the draft's first chunk overlaps the target's prefill
-            first = lane.submit(self.draft_chunk, list(self.seq), self._pipelined_len(self.length.gamma), self.epoch, None)
+            first = lane.submit(
+                self.draft_chunk, list(self.seq), self._pipelined_len(self.length.gamma), self.epoch, None, self.cstate
+            )
             self.pending_logits = self.target.prefill(self.seq)
             self.chunk = first.result()
         chunk = self.chunk
@@ -258,7 +274,9 @@ class _Generation:
         if after > 0 and chunk.tokens[-1] not in self.stop and self.full_accept_rate >= self.cfg.speculate_threshold:
             abort = threading.Event()
             n_next = min(self._pipelined_len(self.length.peek_full(k)), after)
-            spec = self.spec = (lane.submit(self.draft_chunk, self.seq + chunk.tokens, n_next, self.epoch, abort), abort)
+            context = self.seq + chunk.tokens
+            job = lane.submit(self.draft_chunk, context, n_next, self.epoch, abort, chunk.end_state)
+            spec = self.spec = (job, abort)
         out = self._verify_and_commit(chunk, emit_bonus=spec is None)
         self.spec = None
         fully_accepted = self.pending_logits is not None
@@ -273,7 +291,7 @@ class _Generation:
             self.chunk = spec[0].result()
         else:
             self.chunk = lane.submit(
-                self.draft_chunk, list(self.seq), self._pipelined_len(self.length.gamma), self.epoch, None
+                self.draft_chunk, list(self.seq), self._pipelined_len(self.length.gamma), self.epoch, None, self.cstate
             ).result()
         return out
 
@@ -284,9 +302,12 @@ class _Generation:
 
     # --- draft ------------------------------------------------------------------------
     def draft_chunk(
-        self, context: list[int], n: int, epoch: int, abort: threading.Event | None
+        self, context: list[int], n: int, epoch: int, abort: threading.Event | None, state: object = None
     ) -> DraftChunk:
-        """Propose up to ``n`` tokens after ``context`` (runs on the draft lane)."""
+        """Propose up to ``n`` tokens after ``context`` (runs on the draft lane).
+
+        ``state`` is the constraint state after ``context`` (ignored without a constraint).
+        """
         assert self.draft is not None
         scfg = self.cfg.sampling
         greedy = scfg.greedy
@@ -296,7 +317,10 @@ class _Generation:
         tokens: list[int] = []
         rows: list[torch.Tensor] = []
         pos = len(context)
+        constraint = self.constraint
         for i in range(max(n, 1)):
+            if constraint is not None:
+                logits = apply_mask(logits, constraint.allowed(state))
             x = process_logits(logits, scfg, seen.mask)
             if greedy:
                 token = int(x.argmax())
@@ -307,6 +331,8 @@ class _Generation:
                 rows.append(q)
                 confidence = float(q[token])
             tokens.append(token)
+            if constraint is not None:
+                state = constraint.step(state, token)
             if (
                 i == n - 1
                 or token in self.stop
@@ -317,7 +343,7 @@ class _Generation:
             seen.add([token])
             logits = self.draft.extend([token])[-1]
         probs = torch.stack(rows) if rows else None
-        return DraftChunk(tokens, probs, self.dec.draft_lane.mark() if self.cfg.pipelined else None)
+        return DraftChunk(tokens, probs, self.dec.draft_lane.mark() if self.cfg.pipelined else None, state)
 
     # --- verify -----------------------------------------------------------------------
     def _verify_and_commit(self, chunk: DraftChunk, emit_bonus: bool) -> TokenChunk:
@@ -326,10 +352,11 @@ class _Generation:
         base = len(self.seq)
         self.dec.target_lane.wait(chunk.ready, chunk.probs)
         seen_rows = self.seen.rows(cands)
+        allowed = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
 
         def inputs(logits: torch.Tensor, n_cands: int, bonus: bool) -> VerifyInput:
             probs = chunk.probs[:n_cands] if chunk.probs is not None else None
-            return VerifyInput(cands[:n_cands], probs, logits, seen_rows, base, self.epoch, bonus)
+            return VerifyInput(cands[:n_cands], probs, logits, seen_rows, base, self.epoch, bonus, allowed)
 
         verdict = None
         if self.pending_logits is not None:
