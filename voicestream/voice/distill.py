@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-prompts", type=int, default=4, help="heldout prompts for the acceptance check (0: skip)")
     ap.add_argument("--eval-max-tokens", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast, ~3x faster here)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": args.minutes, "threads": args.threads, "max_steps": args.steps, "total_steps": args.total_steps,
         "lr": args.lr, "batch_tokens": args.batch_tokens, "ckpt_minutes": args.ckpt_minutes,
         "progress": not args.no_progress,
+        "bf16": not args.no_bf16,
     }
     trainer, target, vocab, summary = make_distiller(
         args.target, args.corpus, args.out, preset_name=args.preset, resume=args.resume, loop_overrides=overrides,

@@ -57,6 +57,7 @@ class LoopConfig:
     ckpt_minutes: float = 5.0
     eval_batches: int = 2  # heldout batches scored at each checkpoint (0: none)
     threads: int | None = 1
+    bf16: bool = False  # CPU autocast to bfloat16: ~2.9x faster on AVX512-BF16 CPUs (weights stay fp32)
     progress: bool = True
     extra: dict = field(default_factory=dict)  # job-specific settings to persist
 
@@ -189,7 +190,8 @@ class Trainer:
         losses = []
         self.model.eval()
         for idx in plan.epoch(0)[: self.cfg.eval_batches]:
-            loss, _ = self.loss_fn(self.model, collate([self.heldout[i] for i in idx], self.pad_id))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                loss, _ = self.loss_fn(self.model, collate([self.heldout[i] for i in idx], self.pad_id))
             losses.append(float(loss))
         self.model.train()
         return float(np.mean(losses))
@@ -221,7 +223,8 @@ class Trainer:
             lr = lr_at(self.step, cfg)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            loss, metrics = self.loss_fn(self.model, batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, metrics = self.loss_fn(self.model, batch)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
