@@ -5,7 +5,12 @@ import importlib.util
 import numpy as np
 import pytest
 
-from voicestream.voice.align import PhonemeGroup, align_units, groups_from_alignment, units_to_frames
+from voicestream.voice.align import (
+    PhonemeGroup,
+    align_units,
+    groups_from_alignment,
+    units_to_frames,
+)
 from voicestream.voice.corpus import CorpusConfig, SyntheticTeacher, build_corpus
 from voicestream.voice.sentences import sentences
 from voicestream.voice.shards import Corpus, Utterance, read_shard, write_shard

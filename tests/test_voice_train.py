@@ -37,7 +37,8 @@ def test_training_reduces_loss(tiny_corpus, tmp_path):
     trainer.run()
     import csv
 
-    rows = [r for r in csv.DictReader(open(tmp_path / "log.csv")) if r["loss"]]
+    with open(tmp_path / "log.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["loss"]]
     losses = [float(r["loss"]) for r in rows]
     assert len(losses) == 16
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3
@@ -75,14 +76,15 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
 def test_distillation_reduces_kl_and_reports_acceptance(tiny_corpus, tmp_path):
     target_run, _ = make_trainer(tiny_corpus, tmp_path / "t", preset_name="tiny", loop_overrides={**QUIET, "max_steps": 8})
     target_run.run()
-    trainer, target, vocab, summary = make_distiller(
+    trainer, target, vocab, _summary = make_distiller(
         tmp_path / "t" / "model", tiny_corpus, tmp_path / "d", preset_name="tiny",
         loop_overrides={**QUIET, "max_steps": 10}, seed=5,
     )
     trainer.run()
     import csv
 
-    kls = [float(r["kl"]) for r in csv.DictReader(open(tmp_path / "d" / "log.csv")) if r["kl"]]
+    with open(tmp_path / "d" / "log.csv") as f:
+        kls = [float(r["kl"]) for r in csv.DictReader(f) if r["kl"]]
     assert len(kls) == 10 and np.mean(kls[-3:]) < 0.7 * np.mean(kls[:3])
     with torch.inference_mode():
         acc = measure_acceptance(target, trainer.model.eval(), vocab, ["hi there."], max_new_tokens=40)

@@ -4,6 +4,27 @@ Runtime modules (vocab, masking, synthesize) never import the GPL teacher engine
 :mod:`voicestream.voice.corpus` does, inside its builder.
 """
 
-from .vocab import LAYOUTS, GrammarError, GrammarState, SlotGrammar, VoiceVocab, mask_logits
+from .masking import GrammarMaskedLM, verify_masks
+from .synthesize import SynthesisResult, SynthesisStats, Voice
+from .vocab import (
+    LAYOUTS,
+    GrammarError,
+    GrammarState,
+    SlotGrammar,
+    VoiceVocab,
+    mask_logits,
+)
 
-__all__ = ["LAYOUTS", "GrammarError", "GrammarState", "SlotGrammar", "VoiceVocab", "mask_logits"]
+__all__ = [
+    "LAYOUTS",
+    "GrammarError",
+    "GrammarMaskedLM",
+    "GrammarState",
+    "SlotGrammar",
+    "SynthesisResult",
+    "SynthesisStats",
+    "Voice",
+    "VoiceVocab",
+    "mask_logits",
+    "verify_masks",
+]

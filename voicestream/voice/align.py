@@ -147,7 +147,7 @@ def units_to_frames(unit_samples: Sequence[int], sample_rate: int, frame_rate: f
     bounds, acc = [], 0
     for s in unit_samples[:-1]:
         acc += int(s)
-        bounds.append(int(round(acc / sample_rate * frame_rate)))
+        bounds.append(round(acc / sample_rate * frame_rate))
     # strictly increasing, unit i ends at >= i + 1 and leaves room for the rest
     fixed, prev = [], 0
     for i, b in enumerate(bounds):

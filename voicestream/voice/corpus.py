@@ -24,6 +24,7 @@ import argparse
 import math
 import random
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +36,15 @@ from ..codec.resample import resample
 from ..text.normalize import normalize_text
 from .align import PUNCTUATION, align_units, groups_from_alignment, units_to_frames
 from .sentences import sentences
-from .shards import MANIFEST, Corpus, Utterance, read_shard, shard_name, write_manifest, write_shard
+from .shards import (
+    MANIFEST,
+    Corpus,
+    Utterance,
+    read_shard,
+    shard_name,
+    write_manifest,
+    write_shard,
+)
 
 __all__ = ["CorpusConfig", "PiperTeacher", "SyntheticTeacher", "Teacher", "TeacherAudio", "build_corpus", "main"]
 
@@ -309,7 +318,7 @@ def _shard_ok(path: Path) -> bool:
     try:
         read_shard(path)
         return True
-    except Exception:  # a damaged shard is rebuilt
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged shard is rebuilt
         return False
 
 

@@ -18,7 +18,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import SamplingConfig, SpecConfig

@@ -15,59 +15,29 @@ from collections.abc import Callable, Iterator
 
 __all__ = ["SentenceGenerator", "sentences"]
 
-NAMES = """Anna Ben Clara David Emma Frank Grace Henry Iris Jack Karen Leo Maria Noah Olivia Paul Quinn
-Rosa Sam Tina Victor Wendy Xavier Yara Zoe Alice Bruno Chloe Daniel Elena Felix Gina Hugo Ivan Julia
-Kevin Laura Mike Nina Oscar Peter Rachel Simon Tom Ursula Vera Walter Amir Priya Kenji Fatima Lucas
-Sofia Mateo Hannah Omar Lily Ethan Mia Arthur Beatrice Carlos Dora Edgar Fiona George Helen""".split()
+NAMES = ["Anna", "Ben", "Clara", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack", "Karen", "Leo", "Maria", "Noah", "Olivia", "Paul", "Quinn", "Rosa", "Sam", "Tina", "Victor", "Wendy", "Xavier", "Yara", "Zoe", "Alice", "Bruno", "Chloe", "Daniel", "Elena", "Felix", "Gina", "Hugo", "Ivan", "Julia", "Kevin", "Laura", "Mike", "Nina", "Oscar", "Peter", "Rachel", "Simon", "Tom", "Ursula", "Vera", "Walter", "Amir", "Priya", "Kenji", "Fatima", "Lucas", "Sofia", "Mateo", "Hannah", "Omar", "Lily", "Ethan", "Mia", "Arthur", "Beatrice", "Carlos", "Dora", "Edgar", "Fiona", "George", "Helen"]
 
-PLACES = """London Paris Tokyo Berlin Chicago Boston Madrid Rome Sydney Toronto Dublin Oslo Cairo Lima
-Denver Seattle Vienna Prague Lisbon Athens Nairobi Mumbai Montreal Austin Glasgow Helsinki Warsaw
-Santiago Manila Phoenix Houston Atlanta Dallas Brussels Geneva Istanbul Kyoto Melbourne Portland""".split()
+PLACES = ["London", "Paris", "Tokyo", "Berlin", "Chicago", "Boston", "Madrid", "Rome", "Sydney", "Toronto", "Dublin", "Oslo", "Cairo", "Lima", "Denver", "Seattle", "Vienna", "Prague", "Lisbon", "Athens", "Nairobi", "Mumbai", "Montreal", "Austin", "Glasgow", "Helsinki", "Warsaw", "Santiago", "Manila", "Phoenix", "Houston", "Atlanta", "Dallas", "Brussels", "Geneva", "Istanbul", "Kyoto", "Melbourne", "Portland"]
 
-NOUNS = """apple bicycle garden window letter kitchen river mountain teacher doctor station market
-library island bridge candle basket forest pencil camera engine ticket village harbor castle
-blanket bottle butter carpet cookie diamond dragon feather guitar hammer jacket ladder lemon
-magnet mirror needle orange pepper pillow planet pocket puzzle rabbit rocket saddle shadow
-shovel silver spider spoon sugar sweater table tiger tunnel turtle umbrella violin wagon wallet
-whistle wizard yogurt zipper airport anchor apron arrow balloon banana barrel beach bench
-blossom bucket cabinet canyon carrot cereal chimney circus clock cloud compass cottage crayon
-desert dolphin drawer elephant envelope fence festival fountain frog glacier globe helmet
-hospital jungle kettle kitten lantern lighthouse meadow melon museum notebook ocean onion
-painting parrot peanut piano pigeon pilot pirate potato pumpkin quilt radio rainbow robot
-sailor sandwich scarf scissors skeleton snowman stadium statue stove sunflower tent tomato
-tractor trumpet valley volcano waterfall whale windmill airplane computer printer keyboard
-message question answer problem project meeting weekend holiday breakfast dinner lunch coffee
-journey story picture country family neighbor student captain farmer baker driver singer
-painter writer dancer nurse lawyer engineer scientist gardener chef""".split()
+NOUNS = ["apple", "bicycle", "garden", "window", "letter", "kitchen", "river", "mountain", "teacher", "doctor", "station", "market", "library", "island", "bridge", "candle", "basket", "forest", "pencil", "camera", "engine", "ticket", "village", "harbor", "castle", "blanket", "bottle", "butter", "carpet", "cookie", "diamond", "dragon", "feather", "guitar", "hammer", "jacket", "ladder", "lemon", "magnet", "mirror", "needle", "orange", "pepper", "pillow", "planet", "pocket", "puzzle", "rabbit", "rocket", "saddle", "shadow", "shovel", "silver", "spider", "spoon", "sugar", "sweater", "table", "tiger", "tunnel", "turtle", "umbrella", "violin", "wagon", "wallet", "whistle", "wizard", "yogurt", "zipper", "airport", "anchor", "apron", "arrow", "balloon", "banana", "barrel", "beach", "bench", "blossom", "bucket", "cabinet", "canyon", "carrot", "cereal", "chimney", "circus", "clock", "cloud", "compass", "cottage", "crayon", "desert", "dolphin", "drawer", "elephant", "envelope", "fence", "festival", "fountain", "frog", "glacier", "globe", "helmet", "hospital", "jungle", "kettle", "kitten", "lantern", "lighthouse", "meadow", "melon", "museum", "notebook", "ocean", "onion", "painting", "parrot", "peanut", "piano", "pigeon", "pilot", "pirate", "potato", "pumpkin", "quilt", "radio", "rainbow", "robot", "sailor", "sandwich", "scarf", "scissors", "skeleton", "snowman", "stadium", "statue", "stove", "sunflower", "tent", "tomato", "tractor", "trumpet", "valley", "volcano", "waterfall", "whale", "windmill", "airplane", "computer", "printer", "keyboard", "message", "question", "answer", "problem", "project", "meeting", "weekend", "holiday", "breakfast", "dinner", "lunch", "coffee", "journey", "story", "picture", "country", "family", "neighbor", "student", "captain", "farmer", "baker", "driver", "singer", "painter", "writer", "dancer", "nurse", "lawyer", "engineer", "scientist", "gardener", "chef"]
 
-ADJECTIVES = """small large bright dark quiet noisy gentle rough smooth heavy light ancient modern
-strange familiar curious careful brave clever friendly lazy busy happy sad angry calm warm cold
-fresh stale sweet bitter golden wooden broken shiny dusty muddy narrow wide tall short young old
-empty crowded hidden famous lonely lucky patient polite proud quick slow simple complex purple
-yellow green orange silver crimson tiny enormous fragile sturdy wild tame cheerful gloomy honest
-mysterious peaceful rapid sleepy thirsty hungry tidy messy elegant plain""".split()
+ADJECTIVES = ["small", "large", "bright", "dark", "quiet", "noisy", "gentle", "rough", "smooth", "heavy", "light", "ancient", "modern", "strange", "familiar", "curious", "careful", "brave", "clever", "friendly", "lazy", "busy", "happy", "sad", "angry", "calm", "warm", "cold", "fresh", "stale", "sweet", "bitter", "golden", "wooden", "broken", "shiny", "dusty", "muddy", "narrow", "wide", "tall", "short", "young", "old", "empty", "crowded", "hidden", "famous", "lonely", "lucky", "patient", "polite", "proud", "quick", "slow", "simple", "complex", "purple", "yellow", "green", "orange", "silver", "crimson", "tiny", "enormous", "fragile", "sturdy", "wild", "tame", "cheerful", "gloomy", "honest", "mysterious", "peaceful", "rapid", "sleepy", "thirsty", "hungry", "tidy", "messy", "elegant", "plain"]
 
-VERBS_PAST = """found painted carried opened fixed cleaned watched visited borrowed bought sold
-dropped lifted pushed pulled packed wrapped washed cooked baked built climbed crossed followed
-noticed remembered discovered explained described ordered delivered collected counted measured
-repaired replaced planted picked tested studied""".split()
+VERBS_PAST = ["found", "painted", "carried", "opened", "fixed", "cleaned", "watched", "visited", "borrowed", "bought", "sold", "dropped", "lifted", "pushed", "pulled", "packed", "wrapped", "washed", "cooked", "baked", "built", "climbed", "crossed", "followed", "noticed", "remembered", "discovered", "explained", "described", "ordered", "delivered", "collected", "counted", "measured", "repaired", "replaced", "planted", "picked", "tested", "studied"]
 
-VERBS_BASE = """find paint carry open fix clean watch visit borrow buy sell drop lift push pull pack
-wrap wash cook bake build climb cross follow notice remember discover explain describe order
-deliver collect count measure repair replace plant pick test study""".split()
+VERBS_BASE = ["find", "paint", "carry", "open", "fix", "clean", "watch", "visit", "borrow", "buy", "sell", "drop", "lift", "push", "pull", "pack", "wrap", "wash", "cook", "bake", "build", "climb", "cross", "follow", "notice", "remember", "discover", "explain", "describe", "order", "deliver", "collect", "count", "measure", "repair", "replace", "plant", "pick", "test", "study"]
 
-ADVERBS = """quickly slowly carefully quietly suddenly finally happily gently loudly rarely often
-always never sometimes eagerly patiently barely nearly almost""".split()
+ADVERBS = ["quickly", "slowly", "carefully", "quietly", "suddenly", "finally", "happily", "gently", "loudly", "rarely", "often", "always", "never", "sometimes", "eagerly", "patiently", "barely", "nearly", "almost"]
 
 TIMES = """yesterday|today|tomorrow|tonight|this morning|last night|next week|on Monday|on Tuesday|
 on Wednesday|on Thursday|on Friday|on Saturday|on Sunday|in the spring|in the summer|in the autumn|
 in the winter|every evening|at noon|at midnight|before sunrise|after lunch""".replace("\n", "").split("|")
 
-WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
-MONTHS = "January February March April May June July August September October November December".split()
-COLORS = "red blue green yellow purple orange black white gray brown pink".split()
-FEELINGS = "glad sorry sure afraid surprised proud tired excited worried curious".split()
-EXCLAIM = "Wow|Oh no|Great|Look|Watch out|Hurry up|Well done|Listen|Careful|Amazing".split("|")
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "gray", "brown", "pink"]
+FEELINGS = ["glad", "sorry", "sure", "afraid", "surprised", "proud", "tired", "excited", "worried", "curious"]
+EXCLAIM = ["Wow", "Oh no", "Great", "Look", "Watch out", "Hurry up", "Well done", "Listen", "Careful", "Amazing"]
 
 
 def _plural(noun: str) -> str:
