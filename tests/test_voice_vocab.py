@@ -138,3 +138,42 @@ def test_masked_greedy_generation_is_always_legal():
                          stop_ids=(v.audio_end_id,), seed=1)
         out = [t for c in SpeculativeDecoder(target, draft).generate(prompt, cfg) for t in c.tokens]
         v.grammar.run(prompt + out)  # strict: raises on any illegal token
+
+
+def test_text_following_admits_the_reference_and_stops_after_the_text():
+    from voicestream.config import SamplingConfig, SpecConfig
+    from voicestream.spec.decoder import SpeculativeDecoder
+    from voicestream.voice.masking import TextFollowing
+
+    v = VoiceVocab()
+    tf = TextFollowing(v, max_unit_frames=3)
+    text = "of the cats, one slept."
+    units, frames = ["of the", "cats,", "one", "slept."], [2, 3, 1, 2]
+    seq = v.sequence(text, random_tokens(v, 8, seed=4), frames, units)
+    state = tf.initial()
+    for i, t in enumerate(seq):
+        if i > v.audio_start_index(seq):
+            assert tf.allowed(state)[t], f"reference token {t} at {i} rejected"
+        state = tf.step(state, t)
+    # inside a word only the next prompt character is legal; a unit may not end mid-word
+    state = tf.initial()
+    for t in [*v.prompt_for(text), v.word_id, *v.text_ids("o", normalize=False)]:
+        state = tf.step(state, t)
+    row = tf.allowed(state)
+    assert int(row.sum()) == 1 and row[v.text_ids("f", normalize=False)[0]]
+    state = tf.step(state, v.text_ids("f", normalize=False)[0])  # "of|": space (merge) or a frame
+    row = tf.allowed(state)
+    lo0, hi0 = v.slot_ranges[0]
+    assert int(row.sum()) == 1 + (hi0 - lo0) and row[v.text_ids(" ", normalize=False)[0]]
+    # random models under the grammar speak the whole text exactly once, then stop
+    for seed in (5, 6):
+        target = GrammarMaskedLM(build_model(PRESETS["tiny"][0], v, seed=seed), v, tf)
+        draft = GrammarMaskedLM(build_model(PRESETS["tiny"][0], v, seed=seed + 10), v, tf)
+        cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=2000,
+                         stop_ids=(v.audio_end_id,), seed=seed)
+        chunks = list(SpeculativeDecoder(target, draft).generate(v.prompt_for(text), cfg))
+        out = [t for c in chunks for t in c.tokens]
+        assert chunks[-1].finish_reason == "stop"
+        copied = v.text_from_ids(out)
+        assert copied.replace(" ", "") == text.replace(" ", "")
+        v.grammar.run(v.prompt_for(text) + out)

@@ -88,6 +88,8 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
 
 def masked_logits(logits: torch.Tensor, states: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """Grammar-mask ``logits`` (B, T, V) by the state at each position (finite fill)."""
+    if allowed.device != logits.device:
+        allowed = allowed.to(logits.device)
     return logits.masked_fill(~allowed[states], TRAIN_MASK_FILL)
 
 

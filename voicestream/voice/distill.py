@@ -26,7 +26,7 @@ from ..spec.decoder import SpeculativeDecoder
 from ..spec.stats import GenerationStats
 from .data import encode_utterances, masked_logits
 from .loop import MODEL_DIR, LoopConfig, Trainer
-from .masking import GrammarMaskedLM
+from .masking import GrammarMaskedLM, TextFollowing
 from .presets import build_model, count_parameters, preset
 from .shards import Corpus
 from .vocab import VoiceVocab
@@ -38,10 +38,15 @@ def distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: flo
     """Loss function for :class:`Trainer` training a draft against a frozen ``target``."""
     allowed = vocab.grammar.allowed
     target.eval()
+    moved: list[torch.device] = []
     for p in target.parameters():
         p.requires_grad_(False)
 
     def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        dev = batch["input_ids"].device
+        if not moved or moved[0] != dev:  # the frozen target follows the batches' device
+            target.to(dev)
+            moved[:] = [dev]
         kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
         states = batch["states"][:, :-1]
         with torch.no_grad():
@@ -82,7 +87,8 @@ def measure_acceptance(
     gamma: int = 4,
 ) -> dict:
     """Mean accepted tokens per target forward over ``texts`` (grammar-masked, like :class:`Voice`)."""
-    dec = SpeculativeDecoder(GrammarMaskedLM(target, vocab), GrammarMaskedLM(draft, vocab))
+    grammar = TextFollowing(vocab)
+    dec = SpeculativeDecoder(GrammarMaskedLM(target, vocab, grammar), GrammarMaskedLM(draft, vocab, grammar))
     sampling = SamplingConfig(temperature=0.0) if rule in ("greedy", "topk") else SamplingConfig(temperature=1.0)
     cfg = SpecConfig(rule=rule, sampling=sampling, max_new_tokens=max_new_tokens, stop_ids=(vocab.audio_end_id,),
                      gamma=gamma, draft_length="fixed")
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-max-tokens", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast, ~3x faster here)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr, "batch_tokens": args.batch_tokens, "ckpt_minutes": args.ckpt_minutes,
         "progress": not args.no_progress,
         "bf16": not args.no_bf16,
+        "device": args.device,
     }
     trainer, target, vocab, summary = make_distiller(
         args.target, args.corpus, args.out, preset_name=args.preset, resume=args.resume, loop_overrides=overrides,

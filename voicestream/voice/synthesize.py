@@ -7,7 +7,10 @@ dropped) -> the codec's streaming decoder -> float32 PCM chunks as frames comple
 Why grammar-masked models: the decoder has no logits hook yet, so :class:`Voice` wraps
 both LMs in :class:`~voicestream.voice.masking.GrammarMaskedLM`; every token the
 decoder can produce is then legal for its slot, and the codec decoder never sees a
-malformed frame.
+malformed frame.  By default the grammar is
+:class:`~voicestream.voice.masking.TextFollowing`: in the words layout the model can only
+copy the prompt's next characters, so it cannot skip or repeat words and always stops
+once the text is spoken (``follow_text=False`` leaves only the slot grammar).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..config import SamplingConfig, SpecConfig
 from ..models import load_causal_lm
 from ..spec.decoder import SpeculativeDecoder
 from ..spec.stats import GenerationStats
-from .masking import GrammarMaskedLM
+from .masking import GrammarMaskedLM, SlotOnly, TextFollowing
 from .vocab import VoiceVocab
 
 __all__ = ["SynthesisResult", "SynthesisStats", "Voice"]
@@ -97,6 +100,8 @@ class Voice:
         codec=None,
         spec_config: SpecConfig | None = None,
         draft_cpu_threads: int | None = None,
+        follow_text: bool = True,
+        max_unit_frames: int = 150,
     ) -> None:
         if vocab is None:
             raw = getattr(target.config, "voicestream_vocab", None)
@@ -109,8 +114,9 @@ class Voice:
             raise ValueError("codec and voice vocabulary disagree on the codec token layout")
         self.vocab = vocab
         self.codec = codec
-        self.target = GrammarMaskedLM(target.eval(), vocab)
-        self.draft = GrammarMaskedLM(draft.eval(), vocab) if draft is not None else None
+        self.grammar = TextFollowing(vocab, max_unit_frames=max_unit_frames) if follow_text else SlotOnly(vocab)
+        self.target = GrammarMaskedLM(target.eval(), vocab, self.grammar)
+        self.draft = GrammarMaskedLM(draft.eval(), vocab, self.grammar) if draft is not None else None
         self.decoder = SpeculativeDecoder(self.target, self.draft, draft_cpu_threads=draft_cpu_threads)
         self.spec_config = spec_config or self.default_spec_config()
 

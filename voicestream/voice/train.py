@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-weight", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast, ~3x faster here)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr, "warmup_steps": args.warmup_steps, "batch_tokens": args.batch_tokens,
         "ckpt_minutes": args.ckpt_minutes, "progress": not args.no_progress,
         "bf16": not args.no_bf16,
+        "device": args.device,
     }
     trainer, summary = make_trainer(
         args.corpus, args.out, preset_name=args.preset, layout=args.layout, resume=args.resume,
