@@ -166,13 +166,11 @@ class Voice:
             cfg = self.spec_config.with_(max_new_tokens=min(self.spec_config.max_new_tokens, self.max_new_tokens_for(text)))
         dec = self.codec.streaming_decoder()
         gen_stats = GenerationStats()
-        committed = list(prompt)
         samples = 0
         try:
             for chunk in self.decoder.generate(prompt, cfg, cancel=cancel, stats=gen_stats):
                 st.lm_tokens += len(chunk.tokens)
                 codec_ids = [t for t in chunk.tokens if self.vocab.is_codec(t)]
-                committed.extend(chunk.tokens)
                 if codec_ids:
                     st.codec_tokens += len(codec_ids)
                     pcm = dec.push(codec_ids)
