@@ -1,0 +1,229 @@
+"""Distil the draft LM from the trained target: match its distribution, not the data.
+
+Run: ``python -m voicestream.voice.distill --target runs/target/model --corpus runs/corpus --out runs/draft --minutes 30``
+(``--resume`` continues exactly).  At the end it measures speculative acceptance.
+
+Why KL to the target rather than training the draft on the corpus: speculative decoding
+accepts a drafted token when it agrees with the *target*, so the draft's job is to
+predict the target (errors included), and the soft targets carry far more signal per
+position than one-hot labels.  Both distributions are taken under the slot grammar
+(softmax over legal ids only), exactly as they are compared at decode time.
+Loss = KL(target || draft) at temperature ``--temperature`` on the audio part of
+teacher-forced corpus sequences, plus ``--ce-weight`` times the data cross-entropy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..config import SamplingConfig, SpecConfig
+from ..models import load_causal_lm
+from ..spec.decoder import SpeculativeDecoder
+from ..spec.stats import GenerationStats
+from .data import encode_utterances, masked_logits
+from .loop import MODEL_DIR, LoopConfig, Trainer
+from .masking import GrammarMaskedLM, TextFollowing
+from .presets import build_model, count_parameters, preset
+from .shards import Corpus
+from .vocab import VoiceVocab
+
+__all__ = ["distill_loss", "main", "make_distiller", "measure_acceptance"]
+
+
+def distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: float = 1.0, ce_weight: float = 0.0):
+    """Loss function for :class:`Trainer` training a draft against a frozen ``target``."""
+    allowed = vocab.grammar.allowed
+    target.eval()
+    moved: list[torch.device] = []
+    for p in target.parameters():
+        p.requires_grad_(False)
+
+    def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        dev = batch["input_ids"].device
+        if not moved or moved[0] != dev:  # the frozen target follows the batches' device
+            target.to(dev)
+            moved[:] = [dev]
+        kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        states = batch["states"][:, :-1]
+        with torch.no_grad():
+            t_logits = masked_logits(target(**kw).logits[:, :-1].float(), states, allowed)
+            t_logp = torch.log_softmax(t_logits / temperature, -1)
+        d_logits = masked_logits(model(**kw).logits[:, :-1].float(), states, allowed)
+        d_logp = torch.log_softmax(d_logits / temperature, -1)
+        w = (batch["weights"][:, 1:] == 1.0).float()  # audio part only: what the draft drafts
+        kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)
+        denom = w.sum().clamp_min(1.0)
+        kl_mean = (kl * w).sum() / denom
+        labels = batch["input_ids"][:, 1:]
+        ce = torch.nn.functional.cross_entropy(d_logits.transpose(1, 2), labels, reduction="none")
+        ce_mean = (ce * w).sum() / denom
+        loss = kl_mean * temperature**2 + ce_weight * ce_mean
+        with torch.no_grad():
+            agree = (d_logits.argmax(-1) == t_logits.argmax(-1)).float()
+            t_ce = torch.nn.functional.cross_entropy(t_logits.transpose(1, 2), labels, reduction="none")
+            metrics = {
+                "kl": float(kl_mean),
+                "draft_nll": float(ce_mean),
+                "target_nll": float((t_ce * w).sum() / denom),
+                "argmax_agree": float((agree * w).sum() / denom),
+            }
+        return loss, metrics
+
+    return loss_fn
+
+
+def measure_acceptance(
+    target: torch.nn.Module,
+    draft: torch.nn.Module,
+    vocab: VoiceVocab,
+    texts: list[str],
+    *,
+    max_new_tokens: int = 400,
+    rule: str = "greedy",
+    gamma: int = 4,
+) -> dict:
+    """Mean accepted tokens per target forward over ``texts`` (grammar-masked, like :class:`Voice`)."""
+    grammar = TextFollowing(vocab)
+    dec = SpeculativeDecoder(GrammarMaskedLM(target, vocab, grammar), GrammarMaskedLM(draft, vocab, grammar))
+    sampling = SamplingConfig(temperature=0.0) if rule in ("greedy", "topk") else SamplingConfig(temperature=1.0)
+    cfg = SpecConfig(rule=rule, sampling=sampling, max_new_tokens=max_new_tokens, stop_ids=(vocab.audio_end_id,),
+                     gamma=gamma, draft_length="fixed")
+    new = forwards = drafted = accepted = 0
+    per = []
+    try:
+        for text in texts:
+            st = GenerationStats()
+            for _ in dec.generate(vocab.prompt_for(text), cfg, stats=st):
+                pass
+            new += st.new_tokens
+            forwards += st.target_forwards
+            drafted += st.drafted_tokens
+            accepted += st.accepted_drafted
+            per.append(round(st.mean_accepted_per_target_forward, 3))
+    finally:
+        dec.close()
+    return {
+        "rule": rule,
+        "gamma": gamma,
+        "prompts": len(texts),
+        "new_tokens": new,
+        "target_forwards": forwards,
+        "accepted_per_target_forward": round(new / forwards, 3) if forwards else 0.0,
+        "draft_acceptance_rate": round(accepted / drafted, 3) if drafted else 0.0,
+        "per_prompt": per,
+    }
+
+
+def make_distiller(
+    target_dir: str | Path,
+    corpus_dir: str | Path,
+    out: str | Path,
+    *,
+    preset_name: str = "draft",
+    resume: bool = False,
+    loop_overrides: dict | None = None,
+    temperature: float = 1.0,
+    ce_weight: float = 0.0,
+    seed: int = 0,
+) -> tuple[Trainer, torch.nn.Module, VoiceVocab, dict]:
+    """Build (or restore) the draft trainer; returns (trainer, target, vocab, summary)."""
+    out = Path(out)
+    target = load_causal_lm(target_dir)
+    vocab = VoiceVocab.from_dict(target.config.voicestream_vocab)
+    saved = Trainer.saved_config(out) if resume else None
+    if resume and saved is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out / MODEL_DIR}")
+    if not resume and (out / MODEL_DIR).exists():
+        raise FileExistsError(f"{out / MODEL_DIR} exists; pass --resume to continue or use a new --out")
+    if saved is not None:
+        draft = load_causal_lm(out / MODEL_DIR)
+        cfg = LoopConfig(**{**saved, "betas": tuple(saved["betas"])})
+        temperature, ce_weight = cfg.extra["temperature"], cfg.extra["ce_weight"]
+    else:
+        mp, tp = preset(preset_name)
+        draft = build_model(mp, vocab, seed=seed)
+        cfg = LoopConfig(
+            lr=tp.lr, min_lr_ratio=tp.min_lr_ratio, warmup_steps=tp.warmup_steps, total_steps=tp.total_steps,
+            weight_decay=tp.weight_decay, grad_clip=tp.grad_clip, batch_tokens=tp.batch_tokens, seed=seed,
+            extra={"job": "distill", "preset": preset_name, "target": str(target_dir), "corpus": str(corpus_dir),
+                   "temperature": temperature, "ce_weight": ce_weight},
+        )
+    for k, v in (loop_overrides or {}).items():
+        if v is not None:
+            setattr(cfg, k, v)
+    corpus = Corpus(corpus_dir)
+    max_len = min(target.config.max_position_embeddings, draft.config.max_position_embeddings)
+    train, stats = encode_utterances(vocab, corpus.utterances("train"), max_len=max_len)
+    held, _ = encode_utterances(vocab, corpus.utterances("heldout"), max_len=max_len) \
+        if "heldout" in corpus.splits else ([], {})
+    trainer = Trainer(draft, train, distill_loss(target, vocab, temperature=temperature, ce_weight=ce_weight), out,
+                      cfg, pad_id=vocab.pad_id, heldout=held,
+                      log_fields=("loss", "kl", "draft_nll", "target_nll", "argmax_agree"))
+    if saved is not None:
+        trainer.load_state()
+    summary = {
+        "draft_parameters": count_parameters(draft),
+        "target_parameters": count_parameters(target),
+        "layout": vocab.layout,
+        "train_examples": stats,
+        "resumed_at_step": trainer.step if saved is not None else None,
+    }
+    return trainer, target, vocab, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Distil the draft LM from the target.")
+    ap.add_argument("--target", type=Path, required=True, help="target model dir (HF layout)")
+    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--preset", default="draft")
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--total-steps", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--batch-tokens", type=int, default=None)
+    ap.add_argument("--ckpt-minutes", type=float, default=None)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--ce-weight", type=float, default=0.0)
+    ap.add_argument("--eval-prompts", type=int, default=4, help="heldout prompts for the acceptance check (0: skip)")
+    ap.add_argument("--eval-max-tokens", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast, ~3x faster here)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = {
+        "minutes": args.minutes, "threads": args.threads, "max_steps": args.steps, "total_steps": args.total_steps,
+        "lr": args.lr, "batch_tokens": args.batch_tokens, "ckpt_minutes": args.ckpt_minutes,
+        "progress": not args.no_progress,
+        "bf16": not args.no_bf16,
+        "device": args.device,
+    }
+    trainer, target, vocab, summary = make_distiller(
+        args.target, args.corpus, args.out, preset_name=args.preset, resume=args.resume, loop_overrides=overrides,
+        temperature=args.temperature, ce_weight=args.ce_weight, seed=args.seed,
+    )
+    print(json.dumps(summary))
+    result = trainer.run()
+    print(json.dumps(result))
+    if args.eval_prompts > 0:
+        corpus = Corpus(args.corpus)
+        split = "heldout" if "heldout" in corpus.splits else "train"
+        texts = [u.norm for u in corpus.utterances(split)[: args.eval_prompts]]
+        trainer.model.eval()
+        with torch.inference_mode():
+            acc = measure_acceptance(target, trainer.model, vocab, texts, max_new_tokens=args.eval_max_tokens)
+        (Path(args.out) / "acceptance.json").write_text(json.dumps(acc, indent=1))
+        print(json.dumps({"acceptance": acc}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""Slot-grammar logit masking for decoding, without touching the speculative decoder.
+
+Two ways to use the grammar at decode time:
+
+* :func:`verify_masks` - the pure function a future logits hook in
+  :mod:`voicestream.spec` would call: given the committed sequence and a drafted chunk
+  it returns the ``(k + 1, V)`` masks for the target's verify rows (row ``i`` masks the
+  distribution that decides ``chunk[i]``; the last row decides the bonus token).
+* :class:`GrammarMaskedLM` - wraps a causal LM so every logits row it returns is already
+  masked.  The decoder calls models through ``ModelRunner`` with a KV cache and only the
+  *new* ids, so the wrapper recovers each row's grammar state from the cache length and
+  a per-cache token history (rollbacks are cache crops; the history is cut to match).
+
+Why masking matters for a tiny model: within a frame only one of 7 codebooks is legal,
+so masking turns a 5440-way choice into a 128- or 1024-way one and removes a whole class
+of errors (a token from the wrong codebook would derail the codec decoder).  Draft and
+target are masked identically, so speculative sampling stays lossless with respect to
+the masked target.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import weakref
+from collections.abc import Hashable, Sequence
+from typing import NamedTuple, Protocol
+
+import torch
+
+from .vocab import GrammarState, VoiceVocab, mask_logits
+
+__all__ = ["DecodeGrammar", "GrammarMaskedLM", "SlotOnly", "TextFollowing", "verify_masks"]
+
+
+class DecodeGrammar(Protocol):
+    """A left-to-right constraint on generated ids: hashable states, a mask per state."""
+
+    def initial(self) -> Hashable: ...
+
+    def step(self, state: Hashable, token: int) -> Hashable: ...
+
+    def allowed(self, state: Hashable) -> torch.Tensor: ...
+
+
+class SlotOnly:
+    """The vocabulary's slot grammar (codebook per slot, markers at frame boundaries)."""
+
+    def __init__(self, vocab: VoiceVocab) -> None:
+        self.vocab = vocab
+        self.g = vocab.grammar
+
+    def initial(self) -> int:
+        return self.g.start
+
+    def step(self, state: int, token: int) -> int:
+        return self.g.step(state, token, strict=False)
+
+    def allowed(self, state: int) -> torch.Tensor:
+        return self.g.allowed[state]
+
+
+class _TFState(NamedTuple):
+    g: int  # slot-grammar state
+    pos: int  # next prompt character to copy (words layout)
+    frames: int  # frames since the current unit's text (or since <audio_start>)
+    text: tuple[int, ...]  # prompt character ids (LM ids), collected before <audio_start>
+
+
+class TextFollowing:
+    """Slot grammar plus "say exactly the prompt, once" (words layout).
+
+    In the words layout the LM re-emits each unit's text before its frames.  This
+    grammar only lets it copy the *next* characters of the prompt: after ``<word>`` the
+    next prompt character; inside a unit the next character, and at a word boundary
+    also the unit's first frame; ``<word>`` only while text remains, ``<audio_end>``
+    only once all of it was copied.  The model still chooses unit boundaries and every
+    codec token, but cannot skip, repeat or invent words, and generation always ends
+    when the text is spoken.  ``max_unit_frames`` bounds the frames per unit (forcing
+    the next ``<word>``/``<audio_end>``), so a poorly trained model cannot babble
+    forever; in the plain layout that cap is the only addition.
+    """
+
+    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150) -> None:
+        self.vocab = vocab
+        self.g = vocab.grammar
+        self.max_unit_frames = max_unit_frames
+        self.space = vocab.text_ids(" ", normalize=False)[0]
+        self._rows: dict[tuple, torch.Tensor] = {}
+
+    def initial(self) -> _TFState:
+        return _TFState(self.g.start, 0, 0, ())
+
+    def step(self, state: _TFState, token: int) -> _TFState:
+        v, t = self.vocab, int(token)
+        g = self.g.step(state.g, t, strict=False)
+        if state.g == GrammarState.PROMPT:
+            text = state.text + (t,) if v.is_char(t) else state.text
+            return _TFState(g, 0, 0, text)
+        pos, frames = state.pos, state.frames
+        if t == v.word_id:
+            while pos < len(state.text) and state.text[pos] == self.space:
+                pos += 1
+            frames = 0
+        elif v.is_char(t) and state.g in (GrammarState.UNIT_CHAR0, GrammarState.UNIT_CHARS):
+            pos += 1
+        elif v.is_codec(t) and state.g not in (GrammarState.PROMPT, GrammarState.DONE) and state.g < GrammarState.SLOT:
+            frames += 1  # a frame starts
+        return _TFState(g, pos, frames, state.text)
+
+    def _key(self, s: _TFState) -> tuple:
+        v, text = self.vocab, s.text
+        remaining = s.pos < len(text)
+        words = v.layout == "words"
+        nxt = text[s.pos] if remaining else -1
+        if s.g == GrammarState.UNIT_CHAR0:
+            return (s.g, nxt, False, False, False)
+        if s.g == GrammarState.UNIT_CHARS:
+            boundary = not remaining or nxt == self.space
+            return (s.g, nxt, False, False, boundary)
+        if s.g == GrammarState.FRAME:
+            if words:
+                return (s.g, -1, remaining, not remaining, s.frames < self.max_unit_frames)
+            n_words = 1 + sum(1 for c in text if c == self.space)
+            return (s.g, -1, False, True, s.frames < self.max_unit_frames * n_words)
+        return (s.g,)
+
+    def allowed(self, state: _TFState) -> torch.Tensor:
+        key = self._key(state)
+        row = self._rows.get(key)
+        if row is None:
+            row = self.g.allowed[state.g].clone()
+            if len(key) > 1:
+                g, char, word_ok, end_ok, slot0_ok = key
+                v = self.vocab
+                lo0, hi0 = v.slot_ranges[0]
+                if g in (GrammarState.UNIT_CHAR0, GrammarState.UNIT_CHARS):
+                    clo, chi = v.char_range
+                    row[clo:chi] = False
+                    if char >= 0:
+                        row[char] = True
+                    row[lo0:hi0] = slot0_ok  # a unit may end only at a word boundary
+                else:  # FRAME
+                    row[v.word_id] = word_ok
+                    row[v.audio_end_id] = end_ok
+                    row[lo0:hi0] = slot0_ok
+                if not row.any():  # never leave the model without a legal id
+                    row[v.audio_end_id] = True
+            self._rows[key] = row
+        return row
+
+
+def verify_masks(
+    vocab: VoiceVocab, committed: Sequence[int], chunk: Sequence[int], grammar: DecodeGrammar | None = None
+) -> torch.Tensor:
+    """``(len(chunk) + 1, V)`` legal-id masks for verifying ``chunk`` after ``committed``.
+
+    ``committed`` starts with the prompt.  Row 0 constrains the token after
+    ``committed`` (the first candidate), row ``i`` the token after ``chunk[:i]``.
+    Candidates need not be legal: rows after an illegal candidate are never used
+    because verification stops at its rejection.  Default grammar: :class:`SlotOnly`.
+    """
+    grammar = grammar or SlotOnly(vocab)
+    state = grammar.initial()
+    for t in committed:
+        state = grammar.step(state, t)
+    rows = [grammar.allowed(state)]
+    for t in chunk:
+        state = grammar.step(state, t)
+        rows.append(grammar.allowed(state))
+    return torch.stack(rows)
+
+
+class _History:
+    """Tokens a cache holds and the grammar state after each (kept in step with crops)."""
+
+    __slots__ = ("states",)
+
+    def __init__(self) -> None:
+        self.states: list[Hashable] = []
+
+
+class GrammarMaskedLM(torch.nn.Module):
+    """A causal LM whose output logits are masked by the voice's slot grammar.
+
+    Looks like the wrapped HF model to :class:`~voicestream.spec.SpeculativeDecoder`
+    (same forward arguments, config, generation config, output embeddings, parameters).
+    Safe for concurrent generations: histories are keyed by KV-cache object.
+    """
+
+    def __init__(self, model: torch.nn.Module, vocab: VoiceVocab, grammar: DecodeGrammar | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.vocab = vocab
+        self.grammar = grammar or SlotOnly(vocab)
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._histories: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    # ----- HF look-alike -------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def generation_config(self):
+        return getattr(self.model, "generation_config", None)
+
+    def get_output_embeddings(self):
+        return self.model.get_output_embeddings()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    # ----- forward ---------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache=None,
+        use_cache: bool = True,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ):
+        if input_ids.shape[0] != 1:
+            raise ValueError("GrammarMaskedLM decodes one sequence at a time")
+        kwargs[self._cache_arg] = cache if cache is not None else kwargs.pop("past_key_values", None)
+        cache_in = kwargs[self._cache_arg]
+        past = int(cache_in.get_seq_length()) if cache_in is not None else 0
+        out = self.model(input_ids=input_ids, use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
+        cache_out = out.cache if hasattr(out, "cache") else out.past_key_values
+        g = self.grammar
+        with self._lock:
+            hist = self._histories.get(cache_in) if cache_in is not None else None
+            if hist is None:
+                hist = _History()
+                if past:
+                    raise RuntimeError("GrammarMaskedLM got a KV cache it did not create; cannot recover states")
+            del hist.states[past:]
+            state = hist.states[-1] if hist.states else g.initial()
+            for t in input_ids[0].tolist():
+                state = g.step(state, t)
+                hist.states.append(state)
+            if cache_out is not None:
+                self._histories[cache_out] = hist
+            n_rows = out.logits.shape[1]
+            allowed = torch.stack([g.allowed(st) for st in hist.states[-n_rows:]])  # (n_rows, V)
+        logits = out.logits
+        if logits.shape[-1] != allowed.shape[-1]:
+            raise ValueError(f"model head size {logits.shape[-1]} != vocab size {allowed.shape[-1]}")
+        out.logits = mask_logits(logits, allowed[None])
+        return out

@@ -1,0 +1,106 @@
+"""Model and optimisation presets for the built-in voice's target and draft LMs.
+
+Sizes follow the issue: target ~10-20M parameters, draft ~1-3M.  Both are
+``LlamaForCausalLM`` (what the decoder and the HF tooling know best).  The joint
+vocabulary (5440 ids) costs ``2 * 5440 * hidden`` parameters in embeddings + head, so
+the draft ties them to stay small; the target keeps them untied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from .vocab import VoiceVocab
+
+__all__ = ["PRESETS", "ModelPreset", "TrainPreset", "build_model", "count_parameters"]
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    kv_heads: int | None = None
+    tie_embeddings: bool = False
+    max_positions: int = 4096
+    rope_theta: float = 10000.0
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """Optimisation defaults; every field can be overridden from the CLI."""
+
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    total_steps: int = 20000  # cosine length; a time-budgeted run may stop earlier and resume
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    batch_tokens: int = 8192
+    text_weight: float = 0.05
+
+
+PRESETS: dict[str, tuple[ModelPreset, TrainPreset]] = {
+    # ~16.8M parameters (12.6M in the decoder layers).  Grouped-query attention (2 KV
+    # heads): a 3 s utterance is ~1100 tokens and per-token decode cost on CPU is memory
+    # traffic - weights plus the whole KV cache - so a 3x smaller cache matters.
+    "target": (ModelPreset(hidden=384, layers=8, heads=6, kv_heads=2, intermediate=1024), TrainPreset(lr=1e-3)),
+    # ~1.5M parameters (tied embeddings: 0.87M)
+    "draft": (
+        ModelPreset(hidden=160, layers=2, heads=5, kv_heads=1, intermediate=448, tie_embeddings=True),
+        TrainPreset(lr=2e-3, warmup_steps=50),
+    ),
+    # for tests: a few hundred thousand parameters
+    "tiny": (
+        ModelPreset(hidden=32, layers=2, heads=2, intermediate=64, max_positions=2048),
+        TrainPreset(lr=3e-3, warmup_steps=2, total_steps=100, batch_tokens=2048),
+    ),
+}
+
+
+def build_model(preset: ModelPreset, vocab: VoiceVocab, *, seed: int = 0) -> LlamaForCausalLM:
+    """A freshly initialised LM for ``vocab``; its config carries the vocab layout."""
+    import torch
+
+    cfg = LlamaConfig(
+        vocab_size=vocab.vocab_size,
+        hidden_size=preset.hidden,
+        num_hidden_layers=preset.layers,
+        num_attention_heads=preset.heads,
+        num_key_value_heads=preset.kv_heads or preset.heads,
+        intermediate_size=preset.intermediate,
+        max_position_embeddings=preset.max_positions,
+        rope_theta=preset.rope_theta,
+        bos_token_id=vocab.bos_id,
+        eos_token_id=vocab.audio_end_id,
+        pad_token_id=vocab.pad_id,
+        tie_word_embeddings=preset.tie_embeddings,
+        attention_dropout=0.0,
+    )
+    cfg.voicestream_vocab = vocab.to_dict()
+    cfg.voicestream_preset = asdict(preset)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config = GenerationConfig(
+        bos_token_id=vocab.bos_id, eos_token_id=vocab.audio_end_id, pad_token_id=vocab.pad_id
+    )
+    return model
+
+
+def count_parameters(model) -> int:
+    """Unique parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def preset(name: str, **overrides) -> tuple[ModelPreset, TrainPreset]:
+    """A named preset with optional TrainPreset field overrides (None values ignored)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    m, t = PRESETS[name]
+    return m, replace(t, **{k: v for k, v in overrides.items() if v is not None})
+
+
+__all__.append("preset")

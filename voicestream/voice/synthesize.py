@@ -1,0 +1,206 @@
+"""Text -> streaming 8 kHz PCM with the built-in voice (library API; no CLI here).
+
+Pipeline: text -> :meth:`VoiceVocab.prompt_for` -> :class:`SpeculativeDecoder` over
+grammar-masked target (+ optional draft) -> codec tokens (copied unit text and markers
+dropped) -> the codec's streaming decoder -> float32 PCM chunks as frames complete.
+
+Why grammar-masked models: the decoder has no logits hook yet, so :class:`Voice` wraps
+both LMs in :class:`~voicestream.voice.masking.GrammarMaskedLM`; every token the
+decoder can produce is then legal for its slot, and the codec decoder never sees a
+malformed frame.  By default the grammar is
+:class:`~voicestream.voice.masking.TextFollowing`: in the words layout the model can only
+copy the prompt's next characters, so it cannot skip or repeat words and always stops
+once the text is spoken (``follow_text=False`` leaves only the slot grammar).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import SamplingConfig, SpecConfig
+from ..models import load_causal_lm
+from ..spec.decoder import SpeculativeDecoder
+from ..spec.stats import GenerationStats
+from .masking import GrammarMaskedLM, SlotOnly, TextFollowing
+from .vocab import VoiceVocab
+
+__all__ = ["SynthesisResult", "SynthesisStats", "Voice"]
+
+
+@dataclass
+class SynthesisStats:
+    """Latency and throughput of one utterance.
+
+    ``ttfa_s``: call -> first non-empty PCM chunk.  ``rtf``: wall time / audio duration
+    (below 1 is faster than real time).  ``accepted_per_target_forward``: new tokens per
+    target forward (1.0 without a draft).
+    """
+
+    text: str = ""
+    prompt_tokens: int = 0
+    lm_tokens: int = 0  # everything the LM generated (codec + copied text + markers)
+    codec_tokens: int = 0
+    frames: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    ttfa_s: float | None = None
+    finish_reason: str | None = None
+    generation: dict = field(default_factory=dict)
+
+    @property
+    def rtf(self) -> float:
+        return self.wall_s / self.audio_s if self.audio_s > 0 else float("inf")
+
+    @property
+    def accepted_per_target_forward(self) -> float:
+        return float(self.generation.get("mean_accepted_per_target_forward", 0.0))
+
+    def as_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "lm_tokens": self.lm_tokens,
+            "codec_tokens": self.codec_tokens,
+            "frames": self.frames,
+            "audio_s": round(self.audio_s, 3),
+            "wall_s": round(self.wall_s, 3),
+            "ttfa_s": None if self.ttfa_s is None else round(self.ttfa_s, 4),
+            "rtf": round(self.rtf, 4) if self.audio_s > 0 else None,
+            "accepted_per_target_forward": round(self.accepted_per_target_forward, 3),
+            "finish_reason": self.finish_reason,
+        }
+
+
+@dataclass
+class SynthesisResult:
+    audio: np.ndarray  # float32 PCM at ``sample_rate``
+    sample_rate: int
+    stats: SynthesisStats
+
+
+class Voice:
+    """A loaded voice: target (+ draft) LMs, vocabulary, codec.
+
+    Thread-safe for concurrent utterances (each generation owns its caches and its own
+    streaming decoder).
+    """
+
+    def __init__(
+        self,
+        target: torch.nn.Module,
+        draft: torch.nn.Module | None = None,
+        *,
+        vocab: VoiceVocab | None = None,
+        codec=None,
+        spec_config: SpecConfig | None = None,
+        draft_cpu_threads: int | None = None,
+        follow_text: bool = True,
+        max_unit_frames: int = 150,
+    ) -> None:
+        if vocab is None:
+            raw = getattr(target.config, "voicestream_vocab", None)
+            vocab = VoiceVocab.from_dict(raw) if raw else VoiceVocab()
+        if codec is None:
+            from ..codec import default_codec
+
+            codec = default_codec()
+        if codec.spec.vocab_size != vocab.codec_vocab_size or codec.spec.tokens_per_frame != vocab.tokens_per_frame:
+            raise ValueError("codec and voice vocabulary disagree on the codec token layout")
+        self.vocab = vocab
+        self.codec = codec
+        self.grammar = TextFollowing(vocab, max_unit_frames=max_unit_frames) if follow_text else SlotOnly(vocab)
+        self.target = GrammarMaskedLM(target.eval(), vocab, self.grammar)
+        self.draft = GrammarMaskedLM(draft.eval(), vocab, self.grammar) if draft is not None else None
+        self.decoder = SpeculativeDecoder(self.target, self.draft, draft_cpu_threads=draft_cpu_threads)
+        self.spec_config = spec_config or self.default_spec_config()
+
+    @classmethod
+    def load(
+        cls, target_dir: str | Path, draft_dir: str | Path | None = None, *, threads: int | None = None, **kwargs
+    ) -> Voice:
+        """Load HF-layout checkpoints (e.g. ``runs/target/model``) from disk."""
+        if threads:
+            torch.set_num_threads(threads)
+        target = load_causal_lm(target_dir)
+        draft = load_causal_lm(draft_dir) if draft_dir is not None else None
+        return cls(target, draft, **kwargs)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.spec.sample_rate
+
+    def default_spec_config(self, *, max_seconds: float = 20.0) -> SpecConfig:
+        """Greedy speculative decoding, stopping at ``<audio_end>`` or ``max_seconds`` of audio.
+
+        The token cap leaves room for copied unit text (about one token per 4 frames).
+        """
+        max_tokens = int(max_seconds * self.codec.spec.tokens_per_second * 1.15) + 64
+        return SpecConfig(
+            rule="greedy", sampling=SamplingConfig(temperature=0.0), max_new_tokens=max_tokens,
+            stop_ids=(self.vocab.audio_end_id,), gamma=4,
+        )
+
+    def max_new_tokens_for(self, text: str, *, seconds_per_char: float = 0.25, floor_s: float = 2.0) -> int:
+        """A generous length cap from the text length (stops runaway generations)."""
+        n = len(self.vocab.text_ids(text))
+        seconds = floor_s + seconds_per_char * n
+        return int(seconds * self.codec.spec.tokens_per_second * 1.15) + 64
+
+    # ----- synthesis ---------------------------------------------------------------
+    def stream(
+        self, text: str, cfg: SpecConfig | None = None, *, stats: SynthesisStats | None = None, cancel=None
+    ) -> Iterator[np.ndarray]:
+        """Yield float32 PCM chunks as tokens are verified; fills ``stats`` when done."""
+        t0 = time.perf_counter()
+        st = stats if stats is not None else SynthesisStats()
+        st.text = text
+        prompt = self.vocab.prompt_for(text)
+        st.prompt_tokens = len(prompt)
+        if cfg is None:
+            cfg = self.spec_config.with_(max_new_tokens=min(self.spec_config.max_new_tokens, self.max_new_tokens_for(text)))
+        dec = self.codec.streaming_decoder()
+        gen_stats = GenerationStats()
+        samples = 0
+        try:
+            for chunk in self.decoder.generate(prompt, cfg, cancel=cancel, stats=gen_stats):
+                st.lm_tokens += len(chunk.tokens)
+                codec_ids = [t for t in chunk.tokens if self.vocab.is_codec(t)]
+                if codec_ids:
+                    st.codec_tokens += len(codec_ids)
+                    pcm = dec.push(codec_ids)
+                    if pcm.size:
+                        if st.ttfa_s is None:
+                            st.ttfa_s = time.perf_counter() - t0
+                        samples += pcm.size
+                        yield pcm
+                if chunk.finish_reason is not None:
+                    st.finish_reason = chunk.finish_reason
+            tail = dec.flush()
+            if tail.size:
+                if st.ttfa_s is None:
+                    st.ttfa_s = time.perf_counter() - t0
+                samples += tail.size
+                yield tail
+        finally:
+            st.frames = st.codec_tokens // self.codec.spec.tokens_per_frame
+            st.audio_s = samples / self.sample_rate
+            st.wall_s = time.perf_counter() - t0
+            st.generation = gen_stats.as_dict()
+            if st.finish_reason is None:
+                st.finish_reason = gen_stats.finish_reason
+
+    def synthesize(self, text: str, cfg: SpecConfig | None = None) -> SynthesisResult:
+        """Whole utterance: concatenated PCM and its stats."""
+        stats = SynthesisStats()
+        parts = list(self.stream(text, cfg, stats=stats))
+        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        return SynthesisResult(audio.astype(np.float32), self.sample_rate, stats)
+
+    def close(self) -> None:
+        self.decoder.close()

@@ -1,0 +1,154 @@
+"""Train the voice LM (target or draft preset) on a corpus, time-budgeted and resumable.
+
+Run: ``python -m voicestream.voice.train --corpus runs/corpus --out runs/target --preset target --minutes 30``
+and later the same with ``--resume`` to continue exactly where the last run stopped.
+
+Sequences are ``<bos> text <text_end> <audio_start> ... <audio_end>`` in the vocabulary's
+layout (default ``words``: each word group is re-emitted right before its frames; see
+:mod:`voicestream.voice.vocab` for why).  The loss is cross-entropy under the slot
+grammar (a softmax over only the legal ids at each position, exactly what masked
+decoding samples from) on everything after ``<audio_start>``, plus ``--text-weight``
+times the loss on the prompt text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..models import load_causal_lm
+from .data import encode_utterances, masked_logits
+from .loop import MODEL_DIR, LoopConfig, Trainer
+from .presets import build_model, count_parameters, preset
+from .shards import Corpus
+from .vocab import VoiceVocab
+
+__all__ = ["grammar_loss", "main", "make_trainer"]
+
+
+def grammar_loss(vocab: VoiceVocab):
+    """Loss function for :class:`Trainer`: weighted grammar-masked next-token CE."""
+    allowed = vocab.grammar.allowed
+
+    def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        logits = masked_logits(out.logits[:, :-1].float(), batch["states"][:, :-1], allowed)
+        labels = batch["input_ids"][:, 1:]
+        w = batch["weights"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+        loss = (nll * w).sum() / w.sum().clamp_min(1e-6)
+        with torch.no_grad():
+            audio = (w == 1.0).float()
+            text = ((w > 0) & (w < 1.0)).float()
+            metrics = {
+                "audio_nll": float((nll * audio).sum() / audio.sum().clamp_min(1)),
+                "text_nll": float((nll * text).sum() / text.sum().clamp_min(1)),
+            }
+        return loss, metrics
+
+    return loss_fn
+
+
+def make_trainer(
+    corpus_dir: str | Path,
+    out: str | Path,
+    *,
+    preset_name: str = "target",
+    layout: str = "words",
+    resume: bool = False,
+    loop_overrides: dict | None = None,
+    text_weight: float | None = None,
+    seed: int = 0,
+) -> tuple[Trainer, dict]:
+    """Build (or restore) a trainer; returns it and a summary of the data/model."""
+    out = Path(out)
+    corpus = Corpus(corpus_dir)
+    saved = Trainer.saved_config(out) if resume else None
+    if resume and saved is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out / MODEL_DIR}")
+    if not resume and (out / MODEL_DIR).exists():
+        raise FileExistsError(f"{out / MODEL_DIR} exists; pass --resume to continue or use a new --out")
+    mp, tp = preset(preset_name)
+    if saved is not None:
+        extra = saved["extra"]
+        model = load_causal_lm(out / MODEL_DIR)
+        vocab = VoiceVocab.from_dict(model.config.voicestream_vocab)
+        cfg = LoopConfig(**{**saved, "betas": tuple(saved["betas"])})
+        text_weight = extra["text_weight"]
+    else:
+        vocab = VoiceVocab(layout=layout)
+        model = build_model(mp, vocab, seed=seed)
+        text_weight = tp.text_weight if text_weight is None else text_weight
+        cfg = LoopConfig(
+            lr=tp.lr, min_lr_ratio=tp.min_lr_ratio, warmup_steps=tp.warmup_steps, total_steps=tp.total_steps,
+            weight_decay=tp.weight_decay, grad_clip=tp.grad_clip, batch_tokens=tp.batch_tokens, seed=seed,
+            extra={"job": "train", "preset": preset_name, "text_weight": text_weight, "corpus": str(corpus_dir)},
+        )
+    for k, v in (loop_overrides or {}).items():
+        if v is not None:
+            setattr(cfg, k, v)
+    max_len = model.config.max_position_embeddings
+    train, stats = encode_utterances(vocab, corpus.utterances("train"), text_weight=text_weight, max_len=max_len)
+    held, _ = encode_utterances(vocab, corpus.utterances("heldout"), text_weight=text_weight, max_len=max_len) \
+        if "heldout" in corpus.splits else ([], {})
+    trainer = Trainer(model, train, grammar_loss(vocab), out, cfg, pad_id=vocab.pad_id, heldout=held,
+                      log_fields=("loss", "audio_nll", "text_nll"))
+    if saved is not None:
+        trainer.load_state()
+    summary = {
+        "preset": cfg.extra.get("preset", preset_name),
+        "layout": vocab.layout,
+        "parameters": count_parameters(model),
+        "train_examples": stats,
+        "heldout_examples": len(held),
+        "train_tokens": int(sum(len(e) for e in train)),
+        "resumed_at_step": trainer.step if saved is not None else None,
+    }
+    return trainer, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train the built-in voice LM.")
+    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--preset", default="target", help="target | draft | tiny")
+    ap.add_argument("--layout", default="words", choices=["words", "plain"])
+    ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget of this run")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None, help="stop at this global step")
+    ap.add_argument("--total-steps", type=int, default=None, help="cosine schedule length")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--warmup-steps", type=int, default=None)
+    ap.add_argument("--batch-tokens", type=int, default=None)
+    ap.add_argument("--ckpt-minutes", type=float, default=None)
+    ap.add_argument("--text-weight", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast, ~3x faster here)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = {
+        "minutes": args.minutes, "threads": args.threads, "max_steps": args.steps, "total_steps": args.total_steps,
+        "lr": args.lr, "warmup_steps": args.warmup_steps, "batch_tokens": args.batch_tokens,
+        "ckpt_minutes": args.ckpt_minutes, "progress": not args.no_progress,
+        "bf16": not args.no_bf16,
+        "device": args.device,
+    }
+    trainer, summary = make_trainer(
+        args.corpus, args.out, preset_name=args.preset, layout=args.layout, resume=args.resume,
+        loop_overrides=overrides, text_weight=args.text_weight, seed=args.seed,
+    )
+    print(json.dumps(summary))
+    result = trainer.run()
+    print(json.dumps({"config": {k: v for k, v in asdict(trainer.cfg).items() if k != "extra"}, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
