@@ -26,7 +26,7 @@ from ..spec.decoder import SpeculativeDecoder
 from ..spec.stats import GenerationStats
 from .data import encode_utterances, masked_logits
 from .loop import MODEL_DIR, LoopConfig, Trainer
-from .masking import GrammarMaskedLM, TextFollowing
+from .masking import TextFollowing
 from .presets import build_model, count_parameters, preset
 from .shards import Corpus
 from .vocab import VoiceVocab
@@ -88,7 +88,7 @@ def measure_acceptance(
 ) -> dict:
     """Mean accepted tokens per target forward over ``texts`` (grammar-masked, like :class:`Voice`)."""
     grammar = TextFollowing(vocab)
-    dec = SpeculativeDecoder(GrammarMaskedLM(target, vocab, grammar), GrammarMaskedLM(draft, vocab, grammar))
+    dec = SpeculativeDecoder(target, draft)
     sampling = SamplingConfig(temperature=0.0) if rule in ("greedy", "topk") else SamplingConfig(temperature=1.0)
     cfg = SpecConfig(rule=rule, sampling=sampling, max_new_tokens=max_new_tokens, stop_ids=(vocab.audio_end_id,),
                      gamma=gamma, draft_length="fixed")
@@ -97,7 +97,7 @@ def measure_acceptance(
     try:
         for text in texts:
             st = GenerationStats()
-            for _ in dec.generate(vocab.prompt_for(text), cfg, stats=st):
+            for _ in dec.generate(vocab.prompt_for(text), cfg, stats=st, constraint=grammar):
                 pass
             new += st.new_tokens
             forwards += st.target_forwards

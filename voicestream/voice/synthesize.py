@@ -4,10 +4,10 @@ Pipeline: text -> :meth:`VoiceVocab.prompt_for` -> :class:`SpeculativeDecoder` o
 grammar-masked target (+ optional draft) -> codec tokens (copied unit text and markers
 dropped) -> the codec's streaming decoder -> float32 PCM chunks as frames complete.
 
-Why grammar-masked models: the decoder has no logits hook yet, so :class:`Voice` wraps
-both LMs in :class:`~voicestream.voice.masking.GrammarMaskedLM`; every token the
-decoder can produce is then legal for its slot, and the codec decoder never sees a
-malformed frame.  By default the grammar is
+Why a grammar: :class:`Voice` hands its grammar to the decoder as a token constraint
+(:mod:`voicestream.spec.constraint`), which masks draft and target logits alike; every
+token the decoder can produce is then legal for its slot, and the codec decoder never
+sees a malformed frame.  By default the grammar is
 :class:`~voicestream.voice.masking.TextFollowing`: in the words layout the model can only
 copy the prompt's next characters, so it cannot skip or repeat words and always stops
 once the text is spoken (``follow_text=False`` leaves only the slot grammar).
@@ -27,7 +27,7 @@ from ..config import SamplingConfig, SpecConfig
 from ..models import load_causal_lm
 from ..spec.decoder import SpeculativeDecoder
 from ..spec.stats import GenerationStats
-from .masking import GrammarMaskedLM, SlotOnly, TextFollowing
+from .masking import SlotOnly, TextFollowing
 from .vocab import VoiceVocab
 
 __all__ = ["SynthesisResult", "SynthesisStats", "Voice"]
@@ -115,8 +115,10 @@ class Voice:
         self.vocab = vocab
         self.codec = codec
         self.grammar = TextFollowing(vocab, max_unit_frames=max_unit_frames) if follow_text else SlotOnly(vocab)
-        self.target = GrammarMaskedLM(target.eval(), vocab, self.grammar)
-        self.draft = GrammarMaskedLM(draft.eval(), vocab, self.grammar) if draft is not None else None
+        # the grammar goes to the decoder as a token constraint: it masks draft and target
+        # alike, and the models stay plain (so the draft can take the lean forward path)
+        self.target = target.eval()
+        self.draft = draft.eval() if draft is not None else None
         self.decoder = SpeculativeDecoder(self.target, self.draft, draft_cpu_threads=draft_cpu_threads)
         self.spec_config = spec_config or self.default_spec_config()
 
@@ -168,7 +170,7 @@ class Voice:
         gen_stats = GenerationStats()
         samples = 0
         try:
-            for chunk in self.decoder.generate(prompt, cfg, cancel=cancel, stats=gen_stats):
+            for chunk in self.decoder.generate(prompt, cfg, cancel=cancel, stats=gen_stats, constraint=self.grammar):
                 st.lm_tokens += len(chunk.tokens)
                 codec_ids = [t for t in chunk.tokens if self.vocab.is_codec(t)]
                 if codec_ids:
