@@ -16,6 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
     dec = bench_sub.add_parser("decode", help="speculative vs plain vs transformers assisted decoding")
     bench_decode.add_arguments(dec)
     dec.set_defaults(func=bench_decode.main)
+
+    from . import say
+
+    say_p = sub.add_parser("say", help="speak text to a WAV file (speculative decoding on)")
+    say.add_arguments(say_p)
+    say_p.set_defaults(func=say.main)
     return parser
 
 

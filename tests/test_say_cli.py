@@ -1,0 +1,45 @@
+"""`voicestream say` on a voice checkpoint the test builds and saves itself."""
+import wave
+
+import pytest
+import torch
+
+from voicestream.cli import main as cli_main
+from voicestream.models import random_llama, truncated_copy
+from voicestream.voice.vocab import VoiceVocab
+
+
+@pytest.fixture(scope="module")
+def voice_dirs(tmp_path_factory):
+    vocab = VoiceVocab()
+    d = tmp_path_factory.mktemp("voice")
+    target = random_llama(vocab_size=vocab.vocab_size, hidden_size=64, num_layers=2, num_heads=4, seed=0,
+                          eos_token_id=vocab.audio_end_id)
+    target.config.voicestream_vocab = vocab.to_dict()
+    draft = truncated_copy(target, 1)
+    target.save_pretrained(d / "target")
+    draft.save_pretrained(d / "draft")
+    return d / "target", d / "draft"
+
+
+@pytest.mark.parametrize("no_draft", [False, True])
+def test_say_writes_audio_and_reports(voice_dirs, tmp_path, capsys, no_draft):
+    target, draft = voice_dirs
+    out = tmp_path / "hello.wav"
+    args = ["say", "Hi there.", "-o", str(out), "--target", str(target), "--draft", str(draft)]
+    if no_draft:
+        args.append("--no-draft")
+    assert cli_main(args) == 0
+    report = capsys.readouterr().out
+    assert "time to first audio" in report and "RTF" in report and "accepted tokens per target forward" in report
+    assert ("no draft" in report) == no_draft
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 8000 and w.getnframes() > 0 and w.getnframes() % 160 == 0
+
+
+def test_say_without_a_default_voice_is_a_clear_error(tmp_path, monkeypatch):
+    import voicestream.say as say
+
+    monkeypatch.setattr(say, "DEFAULT_VOICE_DIR", tmp_path / "none")
+    with pytest.raises(SystemExit, match="no default voice is installed"):
+        cli_main(["say", "Hello", "-o", str(tmp_path / "x.wav")])

@@ -1,0 +1,84 @@
+"""``voicestream say``: text -> speculative decoding -> streaming codec -> a WAV file.
+
+Prints what a voice-agent developer watches: time to first audio, real-time factor and
+accepted tokens per target forward, so the effect of the draft (or ``--no-draft``) shows.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from .config import SamplingConfig, SpecConfig
+
+DEFAULT_VOICE_DIR = Path(__file__).parent / "voice" / "default"
+
+
+def _voice_dirs(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    if args.target:
+        return Path(args.target), (Path(args.draft) if args.draft and not args.no_draft else None)
+    target, draft = DEFAULT_VOICE_DIR / "target", DEFAULT_VOICE_DIR / "draft"
+    if not (target / "config.json").exists():
+        raise SystemExit(
+            "voicestream: no default voice is installed in this build yet "
+            f"({target} is missing). Pass --target DIR [--draft DIR] with checkpoints from "
+            "`python -m voicestream.voice.train` / `python -m voicestream.voice.distill`."
+        )
+    return target, (None if args.no_draft or not (draft / "config.json").exists() else draft)
+
+
+def spec_config(args: argparse.Namespace, base: SpecConfig) -> SpecConfig:
+    if args.rule in ("greedy", "topk"):
+        sampling = SamplingConfig(temperature=0.0)
+    else:
+        sampling = SamplingConfig(temperature=args.temperature or 1.0, top_k=args.top_k)
+    return base.with_(rule=args.rule, sampling=sampling, gamma=args.gamma, gamma_max=max(args.gamma, base.gamma_max),
+                      beta=args.beta, seed=args.seed)
+
+
+def write_wav(path: Path, pcm: np.ndarray, sample_rate: int) -> None:
+    data = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(data)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .voice.synthesize import SynthesisStats, Voice
+
+    text = args.text if args.text not in (None, "-") else sys.stdin.read()
+    target, draft = _voice_dirs(args)
+    voice = Voice.load(target, draft, threads=args.threads)
+    cfg = spec_config(args, voice.spec_config)
+    cfg = cfg.with_(max_new_tokens=min(cfg.max_new_tokens, voice.max_new_tokens_for(text)))
+    stats = SynthesisStats()
+    pcm = np.concatenate([np.zeros(0, np.float32), *voice.stream(text, cfg, stats=stats)])
+    write_wav(Path(args.output), pcm, voice.sample_rate)
+    ttfa = f"{stats.ttfa_s * 1000:.0f} ms" if stats.ttfa_s is not None else "-"
+    print(
+        f"wrote {args.output}: {stats.audio_s:.2f} s of audio at {voice.sample_rate} Hz | "
+        f"time to first audio {ttfa} | RTF {stats.rtf:.3f} | "
+        f"accepted tokens per target forward {stats.accepted_per_target_forward:.2f} "
+        f"({'no draft' if draft is None else 'draft ' + str(draft)})"
+    )
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", nargs="?", help="text to speak; '-' or nothing reads standard input")
+    p.add_argument("-o", "--output", required=True, help="WAV file to write")
+    p.add_argument("--target", help="target checkpoint directory (default: the built-in voice)")
+    p.add_argument("--draft", help="draft checkpoint directory")
+    p.add_argument("--no-draft", action="store_true", help="plain target decoding (the baseline)")
+    p.add_argument("--rule", choices=["greedy", "topk", "sampling", "ssd"], default="greedy")
+    p.add_argument("--gamma", type=int, default=4, help="initial draft length")
+    p.add_argument("--beta", type=float, default=0.0, help="ssd tolerance")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
