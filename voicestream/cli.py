@@ -16,6 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
     dec = bench_sub.add_parser("decode", help="speculative vs plain vs transformers assisted decoding")
     bench_decode.add_arguments(dec)
     dec.set_defaults(func=bench_decode.main)
+
+    from .server import cli as serve_cli
+
+    srv = sub.add_parser("serve", help="streaming voice server (websocket + OpenAI-compatible HTTP)")
+    serve_cli.add_arguments(srv)
+    srv.set_defaults(func=serve_cli.main)
     return parser
 
 
