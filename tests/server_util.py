@@ -126,6 +126,15 @@ async def speak(base_url: str, text: str, *, words: bool = False, **start) -> Re
         return await c.closed()
 
 
+async def until(predicate, timeout=5.0, step=0.02):
+    """Poll ``predicate`` until true (server-side bookkeeping finishes just after the client's)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(step)
+
+
 def metric(text: str, name: str) -> float:
     """One sample's value from a Prometheus exposition (exact name incl. labels)."""
     for line in text.splitlines():

@@ -6,19 +6,11 @@ import time
 import aiohttp
 import pytest
 
-from server_util import Client, metric, running_server, speak, ws_client
+from server_util import Client, metric, running_server, speak, until, ws_client
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LONG = "This sentence keeps the voice busy for a while, so that things can happen meanwhile. " * 4
-
-
-async def until(predicate, timeout=5.0, step=0.02):
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(step)
 
 
 async def test_bad_input_gets_error_events_and_session_survives(formant_voice):
