@@ -32,6 +32,8 @@ def lean_supported(model: torch.nn.Module) -> bool:
         return False
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return False
+    if not hasattr(inner, "layers"):  # wrappers (e.g. grammar-masked voice LMs) take the generic path
+        return False
     layer = inner.layers[0]
     return all(hasattr(layer.self_attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")) and not hasattr(
         layer.self_attn, "q_norm"
