@@ -5,13 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from server_util import running_server, ws_client
 
 from voicestream.codec import resample
 from voicestream.server.audio import pcm16_encode
 from voicestream.server.synth import SegmentStats, SynthesisOptions
 from voicestream.server.vad import BargeInDetector, VadConfig, voicing
-
-from server_util import running_server, ws_client
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -99,26 +98,25 @@ async def send_mic(c, audio: np.ndarray, *, speedup: float = 4.0, frame_ms: int 
 async def test_barge_in_with_real_speech_interrupts_like_cancel(paced_voice):
     speech = real_speech()[0]
     quiet = noises(0.6)
-    async with running_server([paced_voice]) as (server, url):
-        async with ws_client(url) as c:
-            await c.send(type="start")
-            await c.send(type="text", text=LONG)
-            await c.send(type="flush")
-            await c.wait_for("audio_start")
-            await send_mic(c, np.concatenate([quiet["silence"], quiet["pink"]]))
-            assert not c.rx.of("interrupted"), "silence and noise must not interrupt"
-            await send_mic(c, speech)
-            ev = await c.wait_for("interrupted", timeout=5)
-            assert ev["reason"] == "barge_in" and ev["utterances"] == [1]
-            at = c.rx.order.index("interrupted")
-            await asyncio.sleep(0.3)
-            assert "frame" not in c.rx.order[at:] and not c.rx.of("done")
-            assert server.metrics.generations.value == 0
-            assert server.metrics.barge_ins.get() == 1
-            # the conversation goes on
-            await c.send(type="text", text="Sorry, go ahead.")
-            await c.send(type="flush")
-            assert (await c.wait_for("done"))["utterance"] == 2
+    async with running_server([paced_voice]) as (server, url), ws_client(url) as c:
+        await c.send(type="start")
+        await c.send(type="text", text=LONG)
+        await c.send(type="flush")
+        await c.wait_for("audio_start")
+        await send_mic(c, np.concatenate([quiet["silence"], quiet["pink"]]))
+        assert not c.rx.of("interrupted"), "silence and noise must not interrupt"
+        await send_mic(c, speech)
+        ev = await c.wait_for("interrupted", timeout=5)
+        assert ev["reason"] == "barge_in" and ev["utterances"] == [1]
+        at = c.rx.order.index("interrupted")
+        await asyncio.sleep(0.3)
+        assert "frame" not in c.rx.order[at:] and not c.rx.of("done")
+        assert server.metrics.generations.value == 0
+        assert server.metrics.barge_ins.get() == 1
+        # the conversation goes on
+        await c.send(type="text", text="Sorry, go ahead.")
+        await c.send(type="flush")
+        assert (await c.wait_for("done"))["utterance"] == 2
 
 
 async def test_noise_on_the_line_never_interrupts(paced_voice, formant_voice):

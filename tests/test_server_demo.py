@@ -3,7 +3,6 @@ shows a TTFA, and its stop button cancels.  Skipped cleanly without chromium/pla
 import shutil
 
 import pytest
-
 from server_util import running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

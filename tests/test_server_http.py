@@ -5,10 +5,9 @@ import wave
 import aiohttp
 import numpy as np
 import pytest
+from server_util import metric, running_server, speak, until
 
 from voicestream.server.audio import pcm16_decode
-
-from server_util import metric, running_server, speak, until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 openai = pytest.importorskip("openai")  # test extra: pip install 'voicestream[server-test]'
@@ -123,3 +122,16 @@ async def test_healthz_and_metrics_after_traffic(formant_voice):
     assert metric(text, "voicestream_accepted_per_target_forward_count") == 1
     assert metric(text, 'voicestream_utterances_total{outcome="completed"}') == 1
     assert metric(text, "voicestream_audio_seconds_total") > 0.5
+
+
+async def test_client_leaving_mid_stream_stops_generation(paced_voice):
+    async with running_server([paced_voice]) as (server, url):
+        async with aiohttp.ClientSession() as http:
+            r = await http.post(url + "/v1/audio/speech", json={"model": "tts-1", "voice": "paced", "input": "Talk. " * 200})
+            assert r.status == 200
+            await r.content.readexactly(44 + 4800)  # header and some audio
+            assert server.metrics.generations.value == 1
+            r.close()  # hang up mid-answer
+        await until(lambda: server.metrics.generations.value == 0 and server.http_streams == 0, timeout=5)
+        await until(lambda: server.metrics.http_requests.get("499") == 1)
+

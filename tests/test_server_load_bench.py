@@ -1,9 +1,8 @@
 """The load benchmark's client logic against a real server: integrity counters and TTFA."""
 import pytest
+from server_util import running_server
 
 from voicestream.bench.load import build_parser, run_level
-
-from server_util import running_server
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -161,3 +161,25 @@ def test_metrics_exposition_format():
     assert 'voicestream_errors_total{code="invalid_json"} 1' in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.split(" ")) == 2, line
+
+
+async def test_outbox_bounds_audio_and_events():
+    import asyncio
+
+    from voicestream.server.outbox import Outbox, OutboxOverflow, OutItem
+
+    box = Outbox(max_audio_ms=100, max_events=3)
+    await box.put_audio(OutItem("frame", b"a", ms=60))
+    await box.put_audio(OutItem("frame", b"b", ms=60))  # 120 ms queued: the next put waits
+    blocked = asyncio.ensure_future(box.put_audio(OutItem("frame", b"c", ms=60)))
+    await asyncio.sleep(0.05)
+    assert not blocked.done(), "a full outbox must hold the producer back"
+    assert (await box.get()).data == b"a"  # 60 ms left: room again
+    await asyncio.wait_for(blocked, 1)
+    for i in range(3):
+        box.put(OutItem("event", str(i)))
+    with pytest.raises(OutboxOverflow):
+        box.put(OutItem("event", "flood"))
+    dropped = box.purge(lambda it: it.kind == "frame")
+    assert dropped == 120 and box.audio_ms == 0
+    assert [(await box.get()).data for _ in range(3)] == ["0", "1", "2"]

@@ -5,7 +5,6 @@ import time
 
 import aiohttp
 import pytest
-
 from server_util import Client, metric, running_server, speak, until, ws_client
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -138,7 +137,7 @@ async def test_backpressure_pauses_only_the_stuck_client(formant_voice):
             await ws.send_str(json.dumps({"type": "flush"}))
             (session,) = server.sessions
             await asyncio.sleep(1.0)
-            produced = lambda: sum(u.audio.samples_out for u in session._live.values())  # noqa: E731
+            produced = lambda: sum(u.audio.samples_out for u in session._live.values())
             first = produced()
             await asyncio.sleep(0.5)
             assert produced() == first > 0, "generation must be paused while the client is not reading"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from server_util import ws_client
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,11 +3,10 @@ import asyncio
 
 import numpy as np
 import pytest
+from server_util import running_server, speak, ws_client
 
 from voicestream.server.audio import first_audible
 from voicestream.server.protocol import FLAG_SEGMENT_START, FLAG_UTTERANCE_START
-
-from server_util import running_server, speak, ws_client
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -133,27 +132,25 @@ async def test_cancel_drops_audio_and_session_continues(paced_voice):
 
 
 async def test_close_finishes_buffered_text(formant_voice):
-    async with running_server([formant_voice]) as (_, url):
-        async with ws_client(url) as c:
-            await c.send(type="start", sample_rate=8000)
-            await c.send(type="text", text="No flush, just close")
-            await c.send(type="close")
-            await c.send(type="text", text="too late")
-            rx = await c.closed()
+    async with running_server([formant_voice]) as (_, url), ws_client(url) as c:
+        await c.send(type="start", sample_rate=8000)
+        await c.send(type="text", text="No flush, just close")
+        await c.send(type="close")
+        await c.send(type="text", text="too late")
+        rx = await c.closed()
     assert rx.close_code == 1000
     assert [e["code"] for e in rx.of("error")] == ["closing"]
     assert rx.of("done")[0]["stats"]["segments"] == 1 and rx.frames
 
 
 async def test_flush_without_text_and_unspeakable_text(formant_voice):
-    async with running_server([formant_voice]) as (_, url):
-        async with ws_client(url) as c:
-            await c.send(type="start")
-            await c.send(type="flush")
-            assert (await c.wait_for("flushed"))["utterance"] is None
-            await c.send(type="text", text="\u2026 \U0001f600 ...")  # nothing speakable
-            await c.send(type="flush")
-            done = await c.wait_for("done")
-            assert done["stats"]["audio_ms"] == 0 and done["stats"]["ttfa_ms"] is None
-            await c.wait_for("flushed", 2)
-            assert not c.rx.frames
+    async with running_server([formant_voice]) as (_, url), ws_client(url) as c:
+        await c.send(type="start")
+        await c.send(type="flush")
+        assert (await c.wait_for("flushed"))["utterance"] is None
+        await c.send(type="text", text="\u2026 \U0001f600 ...")  # nothing speakable
+        await c.send(type="flush")
+        done = await c.wait_for("done")
+        assert done["stats"]["audio_ms"] == 0 and done["stats"]["ttfa_ms"] is None
+        await c.wait_for("flushed", 2)
+        assert not c.rx.frames

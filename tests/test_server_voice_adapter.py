@@ -8,10 +8,15 @@ import threading
 
 import numpy as np
 import pytest
-
-from voicestream.server.synth import SegmentStats, SynthesisOptions, VoiceSynthesizer, VoiceUnavailableError, load_voice_synthesizer
-
 from server_util import running_server, speak
+
+from voicestream.server.synth import (
+    SegmentStats,
+    SynthesisOptions,
+    VoiceSynthesizer,
+    VoiceUnavailableError,
+    load_voice_synthesizer,
+)
 
 HAVE_VOICE = importlib.util.find_spec("voicestream.voice") is not None
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,7 +9,14 @@ transports (:mod:`.ws`, :mod:`.http`), barge-in (:mod:`.vad`), metrics
 """
 from .app import VoiceServer, create_app, run_server, serve
 from .config import ServerConfig
-from .synth import SegmentStats, SynthesisOptions, Synthesizer, VoiceSynthesizer, VoiceUnavailableError, load_voice_synthesizer
+from .synth import (
+    SegmentStats,
+    SynthesisOptions,
+    Synthesizer,
+    VoiceSynthesizer,
+    VoiceUnavailableError,
+    load_voice_synthesizer,
+)
 from .vad import VadConfig
 
 __all__ = [

@@ -13,15 +13,21 @@ import hmac
 import logging
 import signal
 import time
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from . import protocol as P
 from .config import ServerConfig
+from .http import (
+    demo_handler,
+    healthz_handler,
+    metrics_handler,
+    openai_error,
+    speech_handler,
+)
 from .keys import SERVER_KEY
-from .http import demo_handler, healthz_handler, metrics_handler, openai_error, speech_handler
 from .metrics import ServerMetrics
 from .session import Session
 from .synth import Synthesizer

@@ -15,14 +15,15 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Iterator
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..text import EmptyTextError, SentenceSegmenter, normalize_text
-from .keys import SERVER_KEY
 from .audio import StreamingResampler, pcm16_encode, wav_header
+from .keys import SERVER_KEY
 from .synth import SegmentStats, SynthesisOptions
 from .worker import ThreadedStream
 
@@ -72,7 +73,7 @@ def _mp3_encoder(sample_rate: int):
     return enc
 
 
-def _parse_speech(server: "VoiceServer", body: Any) -> dict:
+def _parse_speech(server: VoiceServer, body: Any) -> dict:
     if not isinstance(body, dict):
         raise _BadRequest("request body must be a JSON object")
     unknown = set(body) - _FIELDS

@@ -25,13 +25,14 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ..text import EmptyTextError, SentenceSegmenter, normalize_text
 from . import protocol as P
 from .audio import FrameChunk, UtteranceAudio
-from .outbox import OutboxOverflow, OutItem, Outbox
+from .outbox import Outbox, OutboxOverflow, OutItem
 from .synth import SegmentStats, SynthesisOptions, Synthesizer
 from .vad import BargeInDetector
 from .worker import ThreadedStream
@@ -110,7 +111,7 @@ class _Finish:
 
 
 class Session:
-    def __init__(self, server: "VoiceServer") -> None:
+    def __init__(self, server: VoiceServer) -> None:
         self.server = server
         self.cfg = server.config
         self.metrics = server.metrics
@@ -370,6 +371,12 @@ class Session:
     # ------------------------------------------------------------------ synthesis
     async def _pump(self) -> None:
         """Work items in order: synthesise segments, end utterances, finish the session."""
+        try:
+            await self._pump_items()
+        except OutboxOverflow as exc:  # a client flooding requests without reading replies
+            self.fatal(P.ErrorCode.SLOW_CONSUMER, str(exc), P.CLOSE_SLOW_CONSUMER)
+
+    async def _pump_items(self) -> None:
         while True:
             item = await self._work.get()
             if isinstance(item, _Segment):

@@ -95,6 +95,9 @@ async def _write(session: Session, ws: web.WebSocketResponse) -> None:
         code, reason = await session.run_writer(ws.send_bytes, ws.send_str)
     except (ConnectionError, RuntimeError):  # peer gone: the reader notices and tears down
         return
+    except Exception:  # a bug while sending: end this session, not the server
+        log.exception("writer of %s failed", session.id)
+        code, reason = P.CLOSE_INTERNAL, "internal error"
     await ws.close(code=code, message=reason.encode()[:120])
 
 
