@@ -194,3 +194,35 @@ async def test_origin_allow_list(formant_voice):
             await ws.close()
             with pytest.raises(aiohttp.WSServerHandshakeError):
                 await http.ws_connect(url + "/v1/stream", origin=url)
+
+
+class _BreaksMidway:
+    """The formant voice, failing after two chunks when the text says so (a model crash)."""
+
+    supports_speed = False
+
+    def __init__(self, inner):
+        self.inner, self.name, self.sample_rate = inner, "fragile", inner.sample_rate
+
+    def stream(self, text, options, cancel, stats):
+        for i, pcm in enumerate(self.inner.stream(text, options, cancel, stats)):
+            if "crash" in text and i == 2:
+                raise RuntimeError("CUDA error: device-side assert triggered")
+            yield pcm
+
+
+async def test_synthesizer_failure_is_reported_and_session_survives(formant_voice):
+    async with running_server([_BreaksMidway(formant_voice)]) as (server, url):
+        async with ws_client(url) as c:
+            await c.send(type="start")
+            await c.send(type="text", text="This one will crash, sadly.")
+            await c.send(type="flush")
+            err = await c.wait_for("error")
+            assert err["code"] == "synthesis_failed" and "device-side" in err["message"] and not err["fatal"]
+            await c.wait_for("done")
+            await c.send(type="text", text="This one is fine.")
+            await c.send(type="flush")
+            await c.wait_for("done", 2)
+            assert c.rx.seqs() == list(range(len(c.rx.frames)))
+        await until(lambda: server.metrics.generations.value == 0)
+    assert server.metrics.utterances.get("failed") == 1 and server.metrics.utterances.get("completed") == 1
