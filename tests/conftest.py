@@ -46,3 +46,34 @@ def collect(decoder, prompt, cfg, **kwargs):
     if chunks and chunks[-1].stop_token is not None:
         tokens.append(chunks[-1].stop_token)
     return tokens, chunks
+
+
+@pytest.fixture(scope="session")
+def formant_voice():
+    """The server's formant test voice over a tiny speculative decoder pair (shared, thread-safe)."""
+    from voicestream.server.formant import FormantSynthesizer
+
+    synth = FormantSynthesizer()
+    yield synth
+    synth.close()
+
+
+@pytest.fixture(scope="session")
+def paced_voice():
+    """The same voice held to 0.3 s of wall per s of audio, so generation is still running
+    when a test cancels it, disconnects, or stops reading."""
+    from voicestream.server.formant import FormantConfig, FormantSynthesizer
+
+    synth = FormantSynthesizer(FormantConfig(pace=0.3), name="paced")
+    yield synth
+    synth.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Server tests run many generations in parallel threads; one intra-op thread each (as
+    `voicestream serve` does) avoids OpenMP spin contention on a small shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

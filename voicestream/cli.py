@@ -22,6 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     say_p = sub.add_parser("say", help="speak text to a WAV file (speculative decoding on)")
     say.add_arguments(say_p)
     say_p.set_defaults(func=say.main)
+
+    from .server import cli as serve_cli
+
+    srv = sub.add_parser("serve", help="streaming voice server (websocket + OpenAI-compatible HTTP)")
+    serve_cli.add_arguments(srv)
+    srv.set_defaults(func=serve_cli.main)
     return parser
 
 
