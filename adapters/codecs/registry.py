@@ -38,10 +38,10 @@ def get_codec(name: str, **options) -> Codec:
     return factory(**options)
 
 
-def _codec2(**options) -> Codec:
+def _codec2(*, device=None, dtype=None, **options) -> Codec:
     from voicestream.codec import Codec2Codec
 
-    return Codec2Codec(**options)
+    return Codec2Codec(**options)  # a C library: no device or dtype to place
 
 
 def _snac(*, path=None, random: bool = False, device="cpu", **options) -> Codec:
