@@ -5,10 +5,18 @@ import threading
 import numpy as np
 import pytest
 import torch
-
-from voicestream.adapters.families import FamilySynthesizer, get_adapter, load_family_synthesizer, parse_self_draft
+from voicestream.adapters.families import (
+    FamilySynthesizer,
+    get_adapter,
+    load_family_synthesizer,
+    parse_self_draft,
+)
 from voicestream.adapters.families.generic import GenericAdapter, GenericFamilyConfig
-from voicestream.adapters.families.random_checkpoints import byte_tokenizer, save_random_lm
+from voicestream.adapters.families.random_checkpoints import (
+    byte_tokenizer,
+    save_random_lm,
+)
+
 from voicestream.codec import default_codec
 from voicestream.models import load_causal_lm
 

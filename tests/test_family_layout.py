@@ -2,9 +2,14 @@
 import numpy as np
 import pytest
 import torch
-
 from voicestream.adapters.codecs import available_codecs, get_codec
-from voicestream.adapters.families import PRE_AUDIO, AudioConstraint, AudioLayout, FrameAssembler
+from voicestream.adapters.families import (
+    PRE_AUDIO,
+    AudioConstraint,
+    AudioLayout,
+    FrameAssembler,
+)
+
 from voicestream.codec.base import CodecSpec, TokenLayoutError
 
 SPEC = CodecSpec("toy", 8000, 80, (8, 16), slot_codebooks=(0, 1, 1))  # 3 slots, codebook 1 shared

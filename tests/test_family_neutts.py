@@ -5,12 +5,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from voicestream.adapters.codecs import NeuCodecCodec
 from voicestream.adapters.codecs.neucodec import NEUTTS_WINDOW
 from voicestream.adapters.families import load_family_synthesizer
-from voicestream.adapters.families.neutts import NEUTTS_MARKERS, NeuTTSAdapter, NeuTTSVoice
-from voicestream.adapters.families.random_checkpoints import byte_tokenizer, random_neutts_checkpoint
+from voicestream.adapters.families.neutts import (
+    NEUTTS_MARKERS,
+    NeuTTSAdapter,
+    NeuTTSVoice,
+)
+from voicestream.adapters.families.random_checkpoints import (
+    byte_tokenizer,
+    random_neutts_checkpoint,
+)
+
 from voicestream.codec import OverlapConfig, OverlapStreamingDecoder
 
 

@@ -9,17 +9,21 @@ import torch
 
 pytest.importorskip("snac")
 
-from voicestream.adapters.codecs import SnacCodec  # noqa: E402
-from voicestream.adapters.codecs.snac import SNAC_24KHZ_CONFIG  # noqa: E402
-from voicestream.adapters.families import AudioLayout, load_family_synthesizer  # noqa: E402
-from voicestream.adapters.families.orpheus import (  # noqa: E402
+from voicestream.adapters.codecs import SnacCodec
+from voicestream.adapters.codecs.snac import SNAC_24KHZ_CONFIG
+from voicestream.adapters.families import AudioLayout, load_family_synthesizer
+from voicestream.adapters.families.orpheus import (
     ORPHEUS_VOCAB_SIZE,
     ORPHEUS_WINDOWS,
     OrpheusAdapter,
     orpheus_layout,
 )
-from voicestream.adapters.families.random_checkpoints import byte_tokenizer, random_orpheus_checkpoint  # noqa: E402
-from voicestream.codec import OverlapStreamingDecoder  # noqa: E402
+from voicestream.adapters.families.random_checkpoints import (
+    byte_tokenizer,
+    random_orpheus_checkpoint,
+)
+
+from voicestream.codec import OverlapStreamingDecoder
 
 # same kernel sizes, rates, strides (so the same receptive field) as the 24 kHz model, narrower
 SLIM_SNAC = dict(SNAC_24KHZ_CONFIG, decoder_dim=64, encoder_dim=16)

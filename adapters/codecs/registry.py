@@ -5,7 +5,7 @@ Factories take keyword options only, so a config file can hold them verbatim
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from voicestream.codec.base import Codec
 

@@ -10,7 +10,13 @@ packages are only needed for the families actually used.
 """
 from __future__ import annotations
 
-from .base import FamilyAdapter, FamilyDefaults, available_adapters, get_adapter, register_adapter
+from .base import (
+    FamilyAdapter,
+    FamilyDefaults,
+    available_adapters,
+    get_adapter,
+    register_adapter,
+)
 from .drafts import parse_self_draft, resolve_draft
 from .layout import PRE_AUDIO, AudioConstraint, AudioLayout, FrameAssembler
 from .loading import load_family_synthesizer, parse_dtype

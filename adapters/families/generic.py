@@ -37,9 +37,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from voicestream.codec.base import Codec
 from voicestream.codec.streaming import OverlapConfig
@@ -73,7 +74,7 @@ class GenericFamilyConfig:
     slot_offsets: tuple[int, ...] = ()
     codec_slots: tuple[int, ...] = ()
     tokens_per_frame: int | None = None
-    defaults: FamilyDefaults = FamilyDefaults()
+    defaults: FamilyDefaults = field(default_factory=FamilyDefaults)
     window: OverlapConfig | None = None
     max_context: int | None = None
 

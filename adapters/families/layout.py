@@ -14,8 +14,8 @@ legal code and the streaming codec decoder never sees a torn frame.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import torch

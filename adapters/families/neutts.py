@@ -17,9 +17,9 @@ Streaming follows NeuTTS' own: 50 frames of look-back, 5 of look-ahead, one fram
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["byte_tokenizer", "save_random_lm", "random_orpheus_checkpoint", "random_neutts_checkpoint"]
+__all__ = ["byte_tokenizer", "random_neutts_checkpoint", "random_orpheus_checkpoint", "save_random_lm"]
 
 
 def _byte_chars() -> dict[int, str]:
