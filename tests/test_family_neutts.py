@@ -5,6 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+pytest.importorskip("transformers.models.neucodec", reason="NeuCodecModel needs transformers >= 5")
+
 from voicestream.adapters.codecs import NeuCodecCodec
 from voicestream.adapters.codecs.neucodec import NEUTTS_WINDOW
 from voicestream.adapters.families import load_family_synthesizer
@@ -120,3 +123,16 @@ def test_end_to_end_from_a_saved_qwen2_checkpoint(neutts_dir, codec):
     assert result.sample_rate == 24000 and result.audio.shape == (frames * 480,)
     assert result.stats.frames == frames and result.stats.finish_reason == "length"
     assert result.stats.prompt_tokens > len(voice.codes)
+
+
+def test_espeak_front_end_matches_neutts_settings():
+    pytest.importorskip("phonemizer")
+    from voicestream.adapters.families.neutts import EspeakPhonemizer
+
+    phonemize = EspeakPhonemizer()
+    try:
+        phones = phonemize("Hello   there, Dave.")
+    except RuntimeError as exc:  # phonemizer raises when the espeak-ng library is missing
+        pytest.skip(f"espeak-ng not installed: {exc}")
+    # stress marks and punctuation kept, whitespace collapsed (NeuTTS' EspeakBackend options)
+    assert "ˈ" in phones and "," in phones and phones.endswith(".") and "  " not in phones
