@@ -120,6 +120,26 @@ def test_config_errors_are_explicit(tmp_path):
         small.constraint(vocab_size=1000)
 
 
+def test_cli_flags_build_a_family_synthesizer(toy_dir):
+    import argparse
+
+    from voicestream.adapters.families.cli import (
+        add_family_arguments,
+        family_synthesizer_from_args,
+    )
+
+    parser = argparse.ArgumentParser()
+    add_family_arguments(parser)
+    assert family_synthesizer_from_args(parser.parse_args([])) is None
+    args = parser.parse_args([
+        "--adapter", "generic", "--target", str(toy_dir), "--draft", "self:2", "--adapter-name", "toy",
+        "--adapter-option", f"config={toy_dir / 'voicestream_family.toml'}",
+    ])
+    synth = family_synthesizer_from_args(args)
+    assert synth.name == "toy" and synth.draft.config.num_hidden_layers == 2 and synth.sample_rate == 8000
+    synth.close()
+
+
 # ----- self-speculation -------------------------------------------------------------------
 def test_self_draft_is_the_targets_first_layers_and_changes_no_greedy_output(toy_dir, toy_adapter):
     target = load_causal_lm(toy_dir)
