@@ -79,7 +79,7 @@ def test_stop_id_ends_the_utterance(toy_dir, toy_adapter):
     with torch.no_grad():
         target.lm_head.weight[STOP] = 50 * target.lm_head.weight[AUDIO]  # make stopping the best move
     synth = FamilySynthesizer(toy_adapter, target)
-    result = synth.synthesize("hi")
+    result = synth.synthesize("hi", synth.config_for("hi").with_(stop_ids=()))  # family's stop ids filled in
     st = result.stats
     assert st.finish_reason == "stop" and st.frames < toy_adapter.max_new_tokens_for("hi") // 7
     # the grammar allows the stop id only between frames: nothing torn is left behind
@@ -100,6 +100,10 @@ def test_json_config_with_tokenizer_text_and_named_tokens(tmp_path):
     assert adapter.build_prompt("yo") == [300 + CODEC2_VOCAB, *b"ann: yo", START]  # tokenizer's BOS kept
     assert adapter.layout.slot_offsets == tuple(AUDIO + 1024 * p for p in range(7))
     assert adapter.layout.codec_slots == (1, 0, 2, 3, 4, 5, 6)
+    renamed = GenericAdapter.load(tmp_path, config=tmp_path / "fam.json", voice="bo")
+    assert renamed.build_prompt("yo")[1:6] == list(b"bo: y")
+    with pytest.raises(TypeError):
+        GenericAdapter.load(tmp_path, config=tmp_path / "fam.json", vioce="typo")
 
 
 def test_config_errors_are_explicit(tmp_path):

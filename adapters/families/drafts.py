@@ -37,7 +37,7 @@ def resolve_draft(
 ) -> torch.nn.Module | None:
     """A draft model from ``None``/``"none"``, ``"self:N"``, a checkpoint path, or a model.
 
-    Checkpoint drafts load on ``device`` (default: the target's) with ``dtype``.
+    Checkpoint drafts load on ``device`` and in ``dtype`` (defaults: the target's).
     """
     if draft is None or isinstance(draft, torch.nn.Module):
         return draft
@@ -50,5 +50,5 @@ def resolve_draft(
         if layers >= total:
             raise ValueError(f"self:{layers} keeps every layer of a {total}-layer target; use fewer layers")
         return truncated_copy(target, layers)
-    where = device if device is not None else next(target.parameters()).device
-    return load_causal_lm(Path(spec), device=where, dtype=dtype)
+    param = next(target.parameters())
+    return load_causal_lm(Path(spec), device=device or param.device, dtype=dtype or param.dtype)

@@ -196,10 +196,11 @@ class GenericAdapter(FamilyAdapter):
 
     @classmethod
     def load(
-        cls, target_dir, *, tokenizer=None, codec=None, device="cpu", dtype=None, config=None, **_
+        cls, target_dir, *, tokenizer=None, codec=None, device="cpu", dtype=None, config=None, **overrides
     ) -> GenericAdapter:
         """``config``: a :class:`GenericFamilyConfig`, a file, or ``None`` for the target dir's
-        ``voicestream_family.toml``/``.json``; ``codec`` overrides the config's codec weights."""
+        ``voicestream_family.toml``/``.json``; ``codec`` overrides the config's codec weights;
+        ``overrides`` replace config fields (``voice="bob"``; unknown names raise)."""
         target_dir = Path(target_dir)
         if config is None:
             found = [target_dir / n for n in CONFIG_NAMES if (target_dir / n).exists()]
@@ -208,6 +209,8 @@ class GenericAdapter(FamilyAdapter):
             config = found[0]
         if not isinstance(config, GenericFamilyConfig):
             config = GenericFamilyConfig.from_file(config)
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
         if codec is not None:
             built = resolve_codec(codec, config.codec, device=device, dtype=dtype)
         else:

@@ -109,6 +109,8 @@ class FamilySynthesizer:
         prompt = self.adapter.build_prompt(text)
         st.prompt_tokens = len(prompt)
         cfg = cfg or self.config_for(text)
+        if not cfg.stop_ids:  # the grammar only lets the family's stop ids through
+            cfg = cfg.with_(stop_ids=self.adapter.stop_ids)
         if self.max_positions:
             room = int(self.max_positions) - len(prompt)
             if room < self.adapter.layout.tokens_per_frame:
