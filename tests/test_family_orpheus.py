@@ -103,6 +103,11 @@ def test_prompt_format():
     prompt = OrpheusAdapter(tok, codec, voice="tara").build_prompt("Hi!")
     assert prompt == [128259, 128000, *b"tara: Hi!", 128009, 128260, 128261, 128257]
     assert OrpheusAdapter(tok, codec, voice=None).build_prompt("Hi!")[2:5] == list(b"Hi!")
+    assert OrpheusAdapter(tok, codec, window="exact").window == ORPHEUS_WINDOWS["exact"]
+    custom = OrpheusAdapter(tok, codec, window={"context_frames": 4, "lookahead_frames": 1}).window
+    assert (custom.context_frames, custom.lookahead_frames) == (4, 1)
+    with pytest.raises(ValueError, match="window must be one of"):
+        OrpheusAdapter(tok, codec, window="fast")
 
 
 def _stream(decoder, tokens, sizes):

@@ -26,6 +26,7 @@ from .layout import AudioConstraint, AudioLayout
 __all__ = [
     "FamilyAdapter",
     "FamilyDefaults",
+    "as_window",
     "available_adapters",
     "ensure_ids_fit",
     "get_adapter",
@@ -164,6 +165,19 @@ def get_adapter(name: str) -> type[FamilyAdapter]:
         entry = getattr(importlib.import_module(module), attr)
         _REGISTRY[name] = entry
     return entry
+
+
+def as_window(value, named: dict[str, OverlapConfig] | None = None) -> OverlapConfig | None:
+    """A streaming window from an :class:`OverlapConfig`, a dict of its fields (config files,
+    ``--adapter-option window={...}``) or one of a family's ``named`` windows."""
+    if value is None or isinstance(value, OverlapConfig):
+        return value
+    if isinstance(value, dict):
+        return OverlapConfig(**value)
+    if isinstance(value, str) and named and value in named:
+        return named[value]
+    choices = f"one of {sorted(named)}, " if named else ""
+    raise ValueError(f"window must be {choices}an OverlapConfig or a dict of its fields, got {value!r}")
 
 
 def ensure_ids_fit(ids: Sequence[int], vocab_size: int, what: str) -> None:

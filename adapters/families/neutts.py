@@ -27,7 +27,7 @@ from voicestream.codec.base import Codec
 from voicestream.codec.streaming import OverlapConfig
 
 from ..codecs.registry import resolve_codec
-from .base import FamilyAdapter, FamilyDefaults
+from .base import FamilyAdapter, FamilyDefaults, as_window
 from .layout import AudioLayout
 from .text import TextEncoder, load_tokenizer
 
@@ -135,7 +135,7 @@ class NeuTTSAdapter(FamilyAdapter):
         *,
         voice: NeuTTSVoice | None = None,
         phonemize: Callable[[str], str] | None = None,
-        window: OverlapConfig | None = None,
+        window: dict | OverlapConfig | None = None,
         defaults: FamilyDefaults = NEUTTS_DEFAULTS,
         max_context: int | None = NEUTTS_MAX_CONTEXT,
     ) -> None:
@@ -144,7 +144,7 @@ class NeuTTSAdapter(FamilyAdapter):
             raise ValueError(f"NeuTTS needs NeuCodec codes (one 65536-way code per frame), got {spec}")
         self.text = TextEncoder(tokenizer)
         self.codec = codec
-        self.window = window
+        self.window = as_window(window)
         self.defaults = defaults
         self.max_context = max_context
         self.phonemize = phonemize or EspeakPhonemizer()

@@ -27,7 +27,7 @@ from voicestream.codec.base import Codec
 from voicestream.codec.streaming import OverlapConfig
 
 from ..codecs.registry import resolve_codec
-from .base import FamilyAdapter, FamilyDefaults
+from .base import FamilyAdapter, FamilyDefaults, as_window
 from .layout import AudioLayout
 from .text import TextEncoder, load_tokenizer
 
@@ -98,7 +98,7 @@ class OrpheusAdapter(FamilyAdapter):
         codec: Codec,
         *,
         voice: str | None = "tara",
-        window: str | OverlapConfig = "balanced",
+        window: str | dict | OverlapConfig = "balanced",
         ids: OrpheusIds = OrpheusIds(),
         defaults: FamilyDefaults = ORPHEUS_DEFAULTS,
     ) -> None:
@@ -107,10 +107,7 @@ class OrpheusAdapter(FamilyAdapter):
             spec.codebook_sizes
         ) != {ids.codebook_size}:
             raise ValueError(f"Orpheus needs SNAC 24 kHz codes (3 codebooks of 4096, 1+2+4 per frame), got {spec}")
-        if isinstance(window, str):
-            if window not in ORPHEUS_WINDOWS:
-                raise ValueError(f"window must be one of {sorted(ORPHEUS_WINDOWS)} or an OverlapConfig")
-            window = ORPHEUS_WINDOWS[window]
+        window = as_window(window, ORPHEUS_WINDOWS)
         self.text = TextEncoder(tokenizer)
         self.codec = codec
         self.ids = ids
