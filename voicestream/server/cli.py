@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="intra-op threads per generation (default 1: sessions run in parallel threads; "
                         "more threads per tiny model only contend)")
     p.add_argument("--log-level", default="WARNING")
+    from voicestream.adapters.families.cli import add_family_arguments
+
+    add_family_arguments(p)  # --adapter orpheus|neutts|generic --target PATH [--draft PATH|self:N] ...
 
 
 def build_config(args: argparse.Namespace) -> ServerConfig:
@@ -65,12 +68,18 @@ def load_voices(args: argparse.Namespace) -> list:
             raise SystemExit(f"--voice expects NAME=TARGET_DIR[:DRAFT_DIR], got {spec!r}")
         target, _, draft = dirs.partition(":")
         voices.append(load_voice_synthesizer(target, draft or None, name=name, threads=args.torch_threads))
+    if getattr(args, "adapter", None):
+        from voicestream.adapters.families.cli import family_synthesizer_from_args
+
+        voices.append(family_synthesizer_from_args(args))
     if args.test_voice:
         from .formant import FormantConfig, FormantSynthesizer
 
         voices.append(FormantSynthesizer(FormantConfig(pace=args.test_voice_pace)))
     if not voices:
-        raise SystemExit("no voice to serve: pass --voice NAME=TARGET_DIR[:DRAFT_DIR] and/or --test-voice")
+        raise SystemExit(
+            "no voice to serve: pass --voice NAME=TARGET_DIR[:DRAFT_DIR], --adapter NAME --target PATH, and/or --test-voice"
+        )
     return voices
 
 
