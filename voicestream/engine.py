@@ -9,93 +9,35 @@ its KV caches.
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import AsyncIterator, Sequence
+from typing import Sequence
 
 import torch
 
 from .config import SpecConfig
 from .spec.decoder import SpeculativeDecoder, TokenChunk
 from .spec.stats import GenerationStats
+from .threaded import ThreadedStream
 
-_DONE = object()
 
-
-class TokenStream:
+class TokenStream(ThreadedStream[TokenChunk]):
     """One running generation. Iterate it asynchronously; ``cancel()`` stops it."""
 
     def __init__(self, decoder: SpeculativeDecoder, prompt: Sequence[int], cfg: SpecConfig, max_buffered: int) -> None:
         self.stats = GenerationStats()
-        self._cancel = threading.Event()
-        self._slots = threading.Semaphore(max_buffered)
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self._finished = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(
-            target=self._work, args=(decoder, list(prompt), cfg), name="voicestream-generation", daemon=True
+        prompt = list(prompt)
+        super().__init__(
+            lambda cancel: decoder.generate(prompt, cfg, cancel=cancel, stats=self.stats),
+            max_ahead=max_buffered,
+            name="voicestream-generation",
         )
-        self._thread.start()
-
-    # --- worker thread ----------------------------------------------------------------
-    def _work(self, decoder: SpeculativeDecoder, prompt: list[int], cfg: SpecConfig) -> None:
-        try:
-            for chunk in decoder.generate(prompt, cfg, cancel=self._cancel, stats=self.stats):
-                while not self._slots.acquire(timeout=0.05):  # backpressure, but stay cancellable
-                    if self._cancel.is_set():
-                        return
-                if self._cancel.is_set():
-                    return
-                self._put(chunk)
-        except BaseException as exc:  # surfaced to the consumer, not lost in the thread
-            self._put(exc)
-        finally:
-            self._finished.set()
-            self._put(_DONE)
-
-    def _put(self, item: object) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # loop already closed: nobody is listening any more
-            pass
-
-    # --- consumer side ----------------------------------------------------------------
-    def __aiter__(self) -> "TokenStream":
-        return self
-
-    async def __anext__(self) -> TokenChunk:
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            item = await self._queue.get()
-        except asyncio.CancelledError:
-            self.cancel()
-            raise
-        if item is _DONE:
-            self._closed = True
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self._closed = True
-            raise item
-        self._slots.release()
-        return item
-
-    def cancel(self) -> None:
-        """Stop generating; the worker exits within one verify step and frees its caches."""
-        self._cancel.set()
 
     @property
     def done(self) -> bool:
-        return self._finished.is_set()
+        return self.finished.is_set()
 
     async def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until the worker has exited (caches freed)."""
-        await asyncio.wait_for(asyncio.to_thread(self._finished.wait), timeout)
-
-    async def aclose(self) -> None:
-        self.cancel()
-        self._closed = True
-        await asyncio.shield(asyncio.to_thread(self._finished.wait))
+        await asyncio.wait_for(asyncio.to_thread(self.finished.wait), timeout)
 
     async def __aenter__(self) -> "TokenStream":
         return self
@@ -104,7 +46,7 @@ class TokenStream:
         await self.aclose()
 
     def __del__(self) -> None:
-        self._cancel.set()
+        self.cancel_event.set()
 
 
 class SpeculativeEngine:

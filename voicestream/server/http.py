@@ -25,7 +25,7 @@ from ..text import EmptyTextError, SentenceSegmenter, normalize_text
 from .audio import StreamingResampler, pcm16_encode, wav_header
 from .keys import SERVER_KEY
 from .synth import SegmentStats, SynthesisOptions
-from .worker import ThreadedStream
+from ..threaded import ThreadedStream
 
 if TYPE_CHECKING:
     from .app import VoiceServer

@@ -35,7 +35,7 @@ from .audio import FrameChunk, UtteranceAudio
 from .outbox import Outbox, OutboxOverflow, OutItem
 from .synth import SegmentStats, SynthesisOptions, Synthesizer
 from .vad import BargeInDetector
-from .worker import ThreadedStream
+from ..threaded import ThreadedStream
 
 if TYPE_CHECKING:
     from .app import VoiceServer

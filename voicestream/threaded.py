@@ -1,7 +1,7 @@
 """Blocking model work on a thread, consumed asynchronously with backpressure.
 
-The same hand-off as :class:`voicestream.engine.TokenStream`, for any blocking iterator:
-the worker may run at most ``max_ahead`` items ahead of the consumer (a consumer that
+Shared by the async engine (:class:`voicestream.engine.TokenStream`) and the server's
+sessions, for any blocking iterator: the worker may run at most ``max_ahead`` items ahead of the consumer (a consumer that
 stops reading pauses its producer, so memory stays bounded), cancellation is a
 ``threading.Event`` the producer checks between steps, and exceptions cross to the
 consumer instead of dying in the thread.  ``busy_s`` counts only time spent producing
