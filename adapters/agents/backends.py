@@ -8,6 +8,7 @@ on words nobody will hear slows every other call on that box.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -69,6 +70,7 @@ class RemoteBackend:
     an utterance is ``text`` + ``flush``, read until ``flushed``.  An utterance abandoned
     midway closes the session instead of cancelling in place: the next utterance then
     starts on a fresh socket and can never receive a stale frame of the old one.
+    Concurrent utterances take turns (a lock), since they share that one session.
     """
 
     def __init__(self, client: VoiceStreamClient) -> None:
@@ -76,6 +78,7 @@ class RemoteBackend:
         self._stack: contextlib.AsyncExitStack | None = None
         self._session: StreamSession | None = None
         self._rate: int | None = None
+        self._lock = asyncio.Lock()
 
     async def _ensure(self, sample_rate: int) -> StreamSession:
         if self._session is not None and (self._session.closed or self._rate != sample_rate):
@@ -87,6 +90,11 @@ class RemoteBackend:
         return self._session
 
     async def stream(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        async with self._lock:
+            async for pcm in self._utterance(text, sample_rate):
+                yield pcm
+
+    async def _utterance(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         session = await self._ensure(sample_rate)
         complete = False
         try:
