@@ -16,7 +16,7 @@ from typing import Protocol
 from voicestream.client import AudioChunk, ServerError, StreamSession, VoiceStreamClient
 from voicestream.server.audio import StreamingResampler, pcm16_encode
 from voicestream.server.synth import SegmentStats, SynthesisOptions, Synthesizer
-from voicestream.server.worker import ThreadedStream
+from voicestream.threaded import ThreadedStream
 
 __all__ = ["LocalBackend", "RemoteBackend", "SpeechBackend"]
 
