@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_arguments(say_p)
     say_p.set_defaults(func=say.main)
 
+    from . import distill
+
+    dist = sub.add_parser("distill", help="build and train a draft for any target on its own generations")
+    distill.add_arguments(dist)
+    dist.set_defaults(func=distill.main)
+
     from .server import cli as serve_cli
 
     srv = sub.add_parser("serve", help="streaming voice server (websocket + OpenAI-compatible HTTP)")

@@ -1,0 +1,167 @@
+"""``voicestream distill``: build and train a small draft for any target, on the target's
+own generations.
+
+Most users have a target and no draft. Speculative decoding accepts a drafted token when
+it agrees with the *target*, so the draft learns the target's distribution (KL on its
+logits over sequences the target itself generated), not the data the target came from.
+Resumable: generated data, draft weights and optimizer state live in ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .config import SamplingConfig, SpecConfig
+from .models import load_causal_lm
+from .spec import GenerationStats, SpeculativeDecoder
+
+
+def draft_config(target_config, layers: int, hidden: int | None):
+    """The target's architecture, shrunk: same vocabulary and special ids."""
+    cfg = copy.deepcopy(target_config)
+    heads = max(1, cfg.num_attention_heads // 4) if hidden else cfg.num_attention_heads
+    if hidden:
+        heads = max(1, min(heads, hidden // 32))
+        cfg.hidden_size = hidden
+        cfg.intermediate_size = 4 * hidden
+        cfg.num_attention_heads = heads
+        cfg.num_key_value_heads = heads
+        if getattr(cfg, "head_dim", None):
+            cfg.head_dim = hidden // heads
+    cfg.num_hidden_layers = layers
+    if getattr(cfg, "layer_types", None) is not None:
+        cfg.layer_types = list(cfg.layer_types)[:layers]
+    return cfg
+
+
+def read_prompts(args: argparse.Namespace, vocab: int) -> list[list[int]]:
+    """Prompts from a file (one per line: text if the target has a tokenizer, else ids) or
+    a seeded default set of random token prompts."""
+    if args.prompts:
+        lines = [ln.strip() for ln in Path(args.prompts).read_text().splitlines() if ln.strip()]
+        try:
+            return [[int(t) for t in ln.replace(",", " ").split()] for ln in lines]
+        except ValueError:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(args.target, local_files_only=True)
+            return [tok(ln)["input_ids"] for ln in lines]
+    rng = random.Random(args.seed)
+    return [[rng.randrange(vocab) for _ in range(8)] for _ in range(args.n_prompts)]
+
+
+def generate_data(target, prompts: list[list[int]], n_tokens: int, seed: int) -> list[list[int]]:
+    """The target's own sampled continuations (what the draft must learn to predict)."""
+    dec = SpeculativeDecoder(target)
+    cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=n_tokens)
+    out = []
+    for i, p in enumerate(tqdm(prompts, desc="target generations")):
+        toks = [t for c in dec.generate(p, cfg.with_(seed=seed + i)) for t in c.tokens]
+        out.append(p + toks)
+    return out
+
+
+def measure_acceptance(target, draft, prompts: list[list[int]], n_tokens: int) -> dict:
+    dec = SpeculativeDecoder(target, draft)
+    cfg = SpecConfig(max_new_tokens=n_tokens, gamma=4, draft_length="fixed")
+    new = forwards = 0
+    for p in prompts:
+        st = GenerationStats()
+        list(dec.generate(p, cfg, stats=st))
+        new, forwards = new + st.new_tokens, forwards + st.target_forwards
+    dec.close()
+    return {"mean_accepted_per_target_forward": round(new / max(forwards, 1), 3), "prompts": len(prompts)}
+
+
+def distill(args: argparse.Namespace) -> dict:
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = load_causal_lm(args.target)
+    vocab = target.config.vocab_size
+    data_path, state_path, draft_dir = out / "data.pt", out / "state.pt", out / "draft"
+    if data_path.exists():
+        data = torch.load(data_path)
+    else:
+        prompts = read_prompts(args, vocab)
+        data = {"train": generate_data(target, prompts, args.gen_tokens, args.seed)}
+        torch.save(data, data_path)
+    seqs = data["train"]
+    held = seqs[: max(1, len(seqs) // 10)]
+    if args.resume and state_path.exists():
+        draft = load_causal_lm(draft_dir)
+        state = torch.load(state_path)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        draft = AutoModelForCausalLM.from_config(draft_config(target.config, args.layers, args.hidden))
+        state = None
+    before = measure_acceptance(target, draft.eval(), [s[:8] for s in held], args.eval_tokens)
+    opt = torch.optim.AdamW(draft.parameters(), lr=args.lr)
+    step = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+    draft.train()
+    deadline = time.monotonic() + 60 * args.minutes
+    rng = random.Random(args.seed + step)
+    bar = tqdm(total=args.steps, initial=step, desc="distill")
+    loss_val = first_loss = float("nan")
+    while step < args.steps and time.monotonic() < deadline:
+        batch = torch.tensor([seqs[rng.randrange(len(seqs))] for _ in range(args.batch)])
+        with torch.no_grad():
+            t_logp = F.log_softmax(target(batch).logits.float(), -1)
+        d_logp = F.log_softmax(draft(batch).logits.float(), -1)
+        loss = F.kl_div(d_logp, t_logp, log_target=True, reduction="batchmean") / batch.shape[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_val = float(loss)
+        if first_loss != first_loss:  # nan: the first step of this run
+            first_loss = loss_val
+        bar.update(1)
+        bar.set_postfix(kl=f"{loss_val:.3f}")
+        if step % args.save_every == 0 or step == args.steps:
+            draft.save_pretrained(draft_dir)
+            torch.save({"optimizer": opt.state_dict(), "step": step}, state_path)
+    bar.close()
+    draft.save_pretrained(draft_dir)
+    torch.save({"optimizer": opt.state_dict(), "step": step}, state_path)
+    after = measure_acceptance(target, draft.eval(), [s[:8] for s in held], args.eval_tokens)
+    report = {"step": step, "kl_first": first_loss, "kl": loss_val, "acceptance_before": before, "acceptance_after": after,
+              "draft_params": sum(p.numel() for p in draft.parameters()), "draft_dir": str(draft_dir)}
+    (out / "acceptance.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", required=True, help="target checkpoint directory")
+    p.add_argument("--out", required=True, help="output directory (data, draft/, state, acceptance.json)")
+    p.add_argument("--prompts", help="file of prompts, one per line (text, or token ids)")
+    p.add_argument("--n-prompts", type=int, default=200, help="default prompt set size")
+    p.add_argument("--gen-tokens", type=int, default=128, help="target tokens generated per prompt")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=None, help="draft hidden size (default: the target's)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--minutes", type=float, default=60.0, help="time budget of this run")
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--eval-tokens", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = distill(args)
+    print(json.dumps(report, indent=2))
+    return 0
