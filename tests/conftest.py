@@ -77,3 +77,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _no_global_grad_side_effects():
+    """Library code must not switch autograd off process-wide (training code relies on it)."""
+    yield
+    assert torch.is_grad_enabled(), "a test or library call left torch.set_grad_enabled(False) behind"

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..config import SamplingConfig, SpecConfig
 from ..models import refined_pair
@@ -254,5 +253,4 @@ def _envelope(freqs: np.ndarray, formants: tuple[int, int, int]) -> np.ndarray:
 
 def default_test_synthesizer(**overrides) -> FormantSynthesizer:
     """The test voice with ``FormantConfig`` overrides (threads: torch's own setting)."""
-    torch.set_grad_enabled(False)
     return FormantSynthesizer(FormantConfig(**overrides))
