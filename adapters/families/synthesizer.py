@@ -23,8 +23,7 @@ import torch
 from voicestream.config import SpecConfig
 from voicestream.spec.compat import output_vocab_size
 from voicestream.spec.decoder import SpeculativeDecoder
-from voicestream.spec.stats import GenerationStats
-from voicestream.voice.synthesize import SynthesisResult, SynthesisStats
+from voicestream.voice.synthesize import SynthesisResult, SynthesisStats, stream_pcm
 
 from .base import FamilyAdapter
 from .drafts import resolve_draft
@@ -119,37 +118,24 @@ class FamilySynthesizer:
         layout, spec = self.adapter.layout, self.adapter.codec.spec
         frames = FrameAssembler(layout)
         dec = self.adapter.streaming_decoder()
-        gen_stats = GenerationStats()
-        samples = 0
-        try:
-            for chunk in self.decoder.generate(
+
+        def push(audio: list[int]) -> np.ndarray:
+            codes = frames.push(audio)  # only whole frames reach the codec
+            return dec.push(spec.codes_to_tokens(codes)) if len(codes) else np.zeros(0, dtype=np.float32)
+
+        yield from stream_pcm(
+            lambda gen_stats: self.decoder.generate(
                 prompt, cfg, cancel=cancel, stats=gen_stats, constraint=self.constraint
-            ):
-                st.lm_tokens += len(chunk.tokens)
-                audio = [t for t in chunk.tokens if layout.is_audio(t)]
-                st.codec_tokens += len(audio)
-                codes = frames.push(audio)
-                if len(codes):
-                    pcm = dec.push(spec.codes_to_tokens(codes))
-                    if pcm.size:
-                        st.ttfa_s = st.ttfa_s if st.ttfa_s is not None else time.perf_counter() - t0
-                        samples += pcm.size
-                        yield pcm
-                if chunk.finish_reason is not None:
-                    st.finish_reason = chunk.finish_reason
-            if not (cancel is not None and cancel.is_set()):
-                tail = dec.flush()
-                if tail.size:
-                    st.ttfa_s = st.ttfa_s if st.ttfa_s is not None else time.perf_counter() - t0
-                    samples += tail.size
-                    yield tail
-        finally:
-            st.frames = st.codec_tokens // layout.tokens_per_frame
-            st.audio_s = samples / self.sample_rate
-            st.wall_s = time.perf_counter() - t0
-            st.generation = gen_stats.as_dict()
-            if st.finish_reason is None:
-                st.finish_reason = gen_stats.finish_reason
+            ),
+            is_audio=layout.is_audio,
+            push=push,
+            flush=dec.flush,
+            stats=st,
+            t0=t0,
+            sample_rate=self.sample_rate,
+            tokens_per_frame=layout.tokens_per_frame,
+            cancel=cancel,
+        )
 
     def synthesize(self, text: str, cfg: SpecConfig | None = None) -> SynthesisResult:
         """Whole utterance: concatenated PCM and its stats."""

@@ -15,8 +15,9 @@ once the text is spoken (``follow_text=False`` leaves only the slot grammar).
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +26,12 @@ import torch
 
 from ..config import SamplingConfig, SpecConfig
 from ..models import load_causal_lm
-from ..spec.decoder import SpeculativeDecoder
+from ..spec.decoder import SpeculativeDecoder, TokenChunk
 from ..spec.stats import GenerationStats
 from .masking import SlotOnly, TextFollowing
 from .vocab import VoiceVocab
 
-__all__ = ["SynthesisResult", "SynthesisStats", "Voice"]
+__all__ = ["SynthesisResult", "SynthesisStats", "Voice", "stream_pcm"]
 
 
 @dataclass
@@ -82,6 +83,57 @@ class SynthesisResult:
     audio: np.ndarray  # float32 PCM at ``sample_rate``
     sample_rate: int
     stats: SynthesisStats
+
+
+def stream_pcm(
+    generate: Callable[[GenerationStats], Iterator[TokenChunk]],
+    *,
+    is_audio: Callable[[int], bool],
+    push: Callable[[list[int]], np.ndarray],
+    flush: Callable[[], np.ndarray],
+    stats: SynthesisStats,
+    t0: float,
+    sample_rate: int,
+    tokens_per_frame: int,
+    cancel: threading.Event | None = None,
+) -> Iterator[np.ndarray]:
+    """Accepted LM tokens -> streaming codec decoder -> PCM chunks, filling ``stats``.
+
+    Shared by :class:`Voice` and the model-family synthesizers: ``generate`` runs the
+    decoder (filling the given :class:`GenerationStats`), ``is_audio`` picks the codec
+    tokens out of each chunk, ``push`` turns them into PCM (possibly empty) and ``flush``
+    drains the decoder at the end of a finished (not cancelled) utterance.
+    """
+    gen_stats = GenerationStats()
+    samples = 0
+    try:
+        for chunk in generate(gen_stats):
+            stats.lm_tokens += len(chunk.tokens)
+            audio = [t for t in chunk.tokens if is_audio(t)]
+            if audio:
+                stats.codec_tokens += len(audio)
+                pcm = push(audio)
+                if pcm.size:
+                    if stats.ttfa_s is None:
+                        stats.ttfa_s = time.perf_counter() - t0
+                    samples += pcm.size
+                    yield pcm
+            if chunk.finish_reason is not None:
+                stats.finish_reason = chunk.finish_reason
+        if not (cancel is not None and cancel.is_set()):
+            tail = flush()
+            if tail.size:
+                if stats.ttfa_s is None:
+                    stats.ttfa_s = time.perf_counter() - t0
+                samples += tail.size
+                yield tail
+    finally:
+        stats.frames = stats.codec_tokens // tokens_per_frame
+        stats.audio_s = samples / sample_rate
+        stats.wall_s = time.perf_counter() - t0
+        stats.generation = gen_stats.as_dict()
+        if stats.finish_reason is None:
+            stats.finish_reason = gen_stats.finish_reason
 
 
 class Voice:
@@ -167,35 +219,19 @@ class Voice:
         if cfg is None:
             cfg = self.spec_config.with_(max_new_tokens=min(self.spec_config.max_new_tokens, self.max_new_tokens_for(text)))
         dec = self.codec.streaming_decoder()
-        gen_stats = GenerationStats()
-        samples = 0
-        try:
-            for chunk in self.decoder.generate(prompt, cfg, cancel=cancel, stats=gen_stats, constraint=self.grammar):
-                st.lm_tokens += len(chunk.tokens)
-                codec_ids = [t for t in chunk.tokens if self.vocab.is_codec(t)]
-                if codec_ids:
-                    st.codec_tokens += len(codec_ids)
-                    pcm = dec.push(codec_ids)
-                    if pcm.size:
-                        if st.ttfa_s is None:
-                            st.ttfa_s = time.perf_counter() - t0
-                        samples += pcm.size
-                        yield pcm
-                if chunk.finish_reason is not None:
-                    st.finish_reason = chunk.finish_reason
-            tail = dec.flush()
-            if tail.size:
-                if st.ttfa_s is None:
-                    st.ttfa_s = time.perf_counter() - t0
-                samples += tail.size
-                yield tail
-        finally:
-            st.frames = st.codec_tokens // self.codec.spec.tokens_per_frame
-            st.audio_s = samples / self.sample_rate
-            st.wall_s = time.perf_counter() - t0
-            st.generation = gen_stats.as_dict()
-            if st.finish_reason is None:
-                st.finish_reason = gen_stats.finish_reason
+        yield from stream_pcm(
+            lambda gen_stats: self.decoder.generate(
+                prompt, cfg, cancel=cancel, stats=gen_stats, constraint=self.grammar
+            ),
+            is_audio=self.vocab.is_codec,
+            push=dec.push,
+            flush=dec.flush,
+            stats=st,
+            t0=t0,
+            sample_rate=self.sample_rate,
+            tokens_per_frame=self.codec.spec.tokens_per_frame,
+            cancel=cancel,
+        )
 
     def synthesize(self, text: str, cfg: SpecConfig | None = None) -> SynthesisResult:
         """Whole utterance: concatenated PCM and its stats."""
