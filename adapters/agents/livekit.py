@@ -83,6 +83,17 @@ class VoiceStreamTTS(tts.TTS):
     async def aclose(self) -> None:
         await self.backend.aclose()
 
+    def _initialize(self, emitter: tts.AudioEmitter, *, stream: bool) -> None:
+        """16-bit mono PCM at this TTS's rate, framed in ``frame_size_ms`` pieces."""
+        emitter.initialize(
+            request_id=utils.shortuuid(),
+            sample_rate=self.sample_rate,
+            num_channels=1,
+            mime_type="audio/pcm",
+            frame_size_ms=self.frame_size_ms,
+            stream=stream,
+        )
+
     async def _speak(self, text: str, emitter: tts.AudioEmitter) -> None:
         """Push one sentence's PCM as it is generated; map client errors to LiveKit's."""
         try:
@@ -102,13 +113,7 @@ class VoiceStreamChunkedStream(tts.ChunkedStream):
     _tts: VoiceStreamTTS
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        output_emitter.initialize(
-            request_id=utils.shortuuid(),
-            sample_rate=self._tts.sample_rate,
-            num_channels=1,
-            mime_type="audio/pcm",
-            frame_size_ms=self._tts.frame_size_ms,
-        )
+        self._tts._initialize(output_emitter, stream=False)
         await self._tts._speak(self.input_text, output_emitter)
 
 
@@ -118,14 +123,7 @@ class VoiceStreamSynthesizeStream(tts.SynthesizeStream):
     _tts: VoiceStreamTTS
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        output_emitter.initialize(
-            request_id=utils.shortuuid(),
-            sample_rate=self._tts.sample_rate,
-            num_channels=1,
-            mime_type="audio/pcm",
-            frame_size_ms=self._tts.frame_size_ms,
-            stream=True,
-        )
+        self._tts._initialize(output_emitter, stream=True)
         output_emitter.start_segment(segment_id=utils.shortuuid())
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
 
