@@ -25,7 +25,7 @@ from ..models import load_causal_lm
 from ..spec.decoder import SpeculativeDecoder
 from ..spec.stats import GenerationStats
 from .data import encode_utterances, masked_logits
-from .loop import MODEL_DIR, LoopConfig, Trainer
+from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
 from .masking import TextFollowing
 from .presets import build_model, count_parameters, preset
 from .shards import Corpus
@@ -181,31 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", default="draft")
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--total-steps", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--batch-tokens", type=int, default=None)
-    ap.add_argument("--ckpt-minutes", type=float, default=None)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.0)
     ap.add_argument("--eval-prompts", type=int, default=4, help="heldout prompts for the acceptance check (0: skip)")
     ap.add_argument("--eval-max-tokens", type=int, default=400)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast, ~3x faster here)")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda")
-    ap.add_argument("--no-progress", action="store_true")
+    add_loop_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = {
-        "minutes": args.minutes, "threads": args.threads, "max_steps": args.steps, "total_steps": args.total_steps,
-        "lr": args.lr, "batch_tokens": args.batch_tokens, "ckpt_minutes": args.ckpt_minutes,
-        "progress": not args.no_progress,
-        "bf16": not args.no_bf16,
-        "device": args.device,
-    }
+    overrides = loop_overrides(args)
     trainer, target, vocab, summary = make_distiller(
         args.target, args.corpus, args.out, preset_name=args.preset, resume=args.resume, loop_overrides=overrides,
         temperature=args.temperature, ce_weight=args.ce_weight, seed=args.seed,

@@ -16,6 +16,8 @@ Written to ``OUT/model.tmp`` then swapped in, so a kill mid-save leaves the prev
 
 from __future__ import annotations
 
+import argparse
+
 import csv
 import math
 import os
@@ -282,3 +284,33 @@ class Trainer:
 
 def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.4f}"
+
+
+def add_loop_arguments(ap: "argparse.ArgumentParser", *, warmup: bool = False) -> None:
+    """The run-control flags shared by the train and distill CLIs (see :class:`LoopConfig`)."""
+    ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget of this run")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None, help="stop at this global step")
+    ap.add_argument("--total-steps", type=int, default=None, help="cosine schedule length")
+    ap.add_argument("--lr", type=float, default=None)
+    if warmup:
+        ap.add_argument("--warmup-steps", type=int, default=None)
+    ap.add_argument("--batch-tokens", type=int, default=None)
+    ap.add_argument("--ckpt-minutes", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast, ~3x faster here)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--no-progress", action="store_true")
+
+
+def loop_overrides(args: "argparse.Namespace") -> dict:
+    """:class:`LoopConfig` overrides from :func:`add_loop_arguments` flags."""
+    overrides = {
+        "minutes": args.minutes, "threads": args.threads, "max_steps": args.steps, "total_steps": args.total_steps,
+        "lr": args.lr, "batch_tokens": args.batch_tokens, "ckpt_minutes": args.ckpt_minutes,
+        "progress": not args.no_progress, "bf16": not args.no_bf16, "device": args.device,
+    }
+    if hasattr(args, "warmup_steps"):
+        overrides["warmup_steps"] = args.warmup_steps
+    return overrides

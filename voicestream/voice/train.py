@@ -22,7 +22,7 @@ import torch
 
 from ..models import load_causal_lm
 from .data import encode_utterances, masked_logits
-from .loop import MODEL_DIR, LoopConfig, Trainer
+from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
 from .presets import build_model, count_parameters, preset
 from .shards import Corpus
 from .vocab import VoiceVocab
@@ -117,29 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", default="target", help="target | draft | tiny")
     ap.add_argument("--layout", default="words", choices=["words", "plain"])
-    ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget of this run")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=None, help="stop at this global step")
-    ap.add_argument("--total-steps", type=int, default=None, help="cosine schedule length")
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--warmup-steps", type=int, default=None)
-    ap.add_argument("--batch-tokens", type=int, default=None)
-    ap.add_argument("--ckpt-minutes", type=float, default=None)
     ap.add_argument("--text-weight", type=float, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast, ~3x faster here)")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda")
-    ap.add_argument("--no-progress", action="store_true")
+    add_loop_arguments(ap, warmup=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = {
-        "minutes": args.minutes, "threads": args.threads, "max_steps": args.steps, "total_steps": args.total_steps,
-        "lr": args.lr, "warmup_steps": args.warmup_steps, "batch_tokens": args.batch_tokens,
-        "ckpt_minutes": args.ckpt_minutes, "progress": not args.no_progress,
-        "bf16": not args.no_bf16,
-        "device": args.device,
-    }
+    overrides = loop_overrides(args)
     trainer, summary = make_trainer(
         args.corpus, args.out, preset_name=args.preset, layout=args.layout, resume=args.resume,
         loop_overrides=overrides, text_weight=args.text_weight, seed=args.seed,
