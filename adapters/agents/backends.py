@@ -114,3 +114,15 @@ class RemoteBackend:
         stack, self._stack, self._session = self._stack, None, None
         if stack is not None:
             await stack.aclose()
+
+
+def choose_backend(
+    synthesizer: Synthesizer | None, client: VoiceStreamClient | None, backend: SpeechBackend | None,
+    options: SynthesisOptions | None = None,
+) -> SpeechBackend:
+    """The one backend a framework plugin was given: in-process, remote, or ready-made."""
+    if sum(x is not None for x in (synthesizer, client, backend)) != 1:
+        raise ValueError("give exactly one of synthesizer=, client= or backend=")
+    if backend is not None:
+        return backend
+    return LocalBackend(synthesizer, options) if synthesizer is not None else RemoteBackend(client)

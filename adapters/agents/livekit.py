@@ -30,7 +30,7 @@ from voicestream.client import ConnectionLostError, VoiceStreamClient, VoiceStre
 from voicestream.server.synth import SynthesisOptions, Synthesizer
 from voicestream.text import SentenceSegmenter
 
-from .backends import LocalBackend, RemoteBackend, SpeechBackend
+from .backends import SpeechBackend, choose_backend
 
 __all__ = ["VoiceStreamTTS"]
 
@@ -53,14 +53,10 @@ class VoiceStreamTTS(tts.TTS):
         sample_rate: int = 24000,
         frame_size_ms: int = 40,
     ) -> None:
-        given = [x for x in (synthesizer, client, backend) if x is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of synthesizer=, client= or backend=")
+        backend = choose_backend(synthesizer, client, backend, options)
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=True), sample_rate=sample_rate, num_channels=1
         )
-        if backend is None:
-            backend = LocalBackend(synthesizer, options) if synthesizer is not None else RemoteBackend(client)
         self.backend = backend
         self.frame_size_ms = frame_size_ms
 

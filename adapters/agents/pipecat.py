@@ -23,7 +23,7 @@ from pipecat.services.tts_service import TTSService
 from voicestream.client import VoiceStreamClient, VoiceStreamError
 from voicestream.server.synth import SynthesisOptions, Synthesizer
 
-from .backends import LocalBackend, RemoteBackend, SpeechBackend
+from .backends import SpeechBackend, choose_backend
 
 __all__ = ["VoiceStreamTTSService"]
 
@@ -46,11 +46,7 @@ class VoiceStreamTTSService(TTSService):
         sample_rate: int | None = None,
         **kwargs,
     ) -> None:
-        given = [x for x in (synthesizer, client, backend) if x is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of synthesizer=, client= or backend=")
-        if backend is None:
-            backend = LocalBackend(synthesizer, options) if synthesizer is not None else RemoteBackend(client)
+        backend = choose_backend(synthesizer, client, backend, options)
         voice = synthesizer.name if synthesizer is not None else (client.voice if client is not None else None)
         super().__init__(
             push_start_frame=True,

@@ -140,9 +140,7 @@ class FamilySynthesizer:
     def synthesize(self, text: str, cfg: SpecConfig | None = None) -> SynthesisResult:
         """Whole utterance: concatenated PCM and its stats."""
         stats = SynthesisStats()
-        parts = list(self.stream_audio(text, cfg, stats=stats))
-        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        return SynthesisResult(audio.astype(np.float32), self.sample_rate, stats)
+        return SynthesisResult.collect(self.stream_audio(text, cfg, stats=stats), self.sample_rate, stats)
 
     # ----- server protocol ---------------------------------------------------------------
     def stream(self, text: str, options=None, cancel: threading.Event | None = None, stats=None) -> Iterator[np.ndarray]:

@@ -84,6 +84,13 @@ class SynthesisResult:
     sample_rate: int
     stats: SynthesisStats
 
+    @classmethod
+    def collect(cls, chunks: Iterator[np.ndarray], sample_rate: int, stats: SynthesisStats) -> "SynthesisResult":
+        """A whole utterance from a PCM stream that fills ``stats`` as it runs."""
+        parts = list(chunks)
+        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        return cls(audio.astype(np.float32), sample_rate, stats)
+
 
 def stream_pcm(
     generate: Callable[[GenerationStats], Iterator[TokenChunk]],
@@ -236,9 +243,7 @@ class Voice:
     def synthesize(self, text: str, cfg: SpecConfig | None = None) -> SynthesisResult:
         """Whole utterance: concatenated PCM and its stats."""
         stats = SynthesisStats()
-        parts = list(self.stream(text, cfg, stats=stats))
-        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        return SynthesisResult(audio.astype(np.float32), self.sample_rate, stats)
+        return SynthesisResult.collect(self.stream(text, cfg, stats=stats), self.sample_rate, stats)
 
     def close(self) -> None:
         self.decoder.close()
