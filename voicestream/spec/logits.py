@@ -38,12 +38,6 @@ class SeenTokens:
             rows[i + 1 :, t] = True
         return rows
 
-    def copy(self) -> "SeenTokens":
-        other = SeenTokens.__new__(SeenTokens)
-        other.active = self.active
-        other.mask = self.mask.clone() if self.active else None
-        return other
-
 
 def process_logits(logits: torch.Tensor, cfg: SamplingConfig, seen: torch.Tensor | None = None) -> torch.Tensor:
     """Processed logits (same shape as ``logits``, (..., V)); filtered entries are -inf.
@@ -65,9 +59,9 @@ def process_logits(logits: torch.Tensor, cfg: SamplingConfig, seen: torch.Tensor
         x = x.masked_fill(x < kth, float("-inf"))
     if cfg.top_p < 1.0:
         sorted_x, order = torch.sort(x, dim=-1, descending=True)
-        cum = sorted_x.softmax(-1).cumsum(-1)
+        probs = sorted_x.softmax(-1)
         # drop a token once the tokens before it already cover top_p (the top one always stays)
-        drop_sorted = (cum - sorted_x.softmax(-1)) >= cfg.top_p
+        drop_sorted = (probs.cumsum(-1) - probs) >= cfg.top_p
         drop_sorted[..., 0] = False
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         x = x.masked_fill(drop, float("-inf"))
