@@ -27,9 +27,8 @@ from .spec import GenerationStats, SpeculativeDecoder
 def draft_config(target_config, layers: int, hidden: int | None):
     """The target's architecture, shrunk: same vocabulary and special ids."""
     cfg = copy.deepcopy(target_config)
-    heads = max(1, cfg.num_attention_heads // 4) if hidden else cfg.num_attention_heads
     if hidden:
-        heads = max(1, min(heads, hidden // 32))
+        heads = max(1, min(cfg.num_attention_heads // 4, hidden // 32))
         cfg.hidden_size = hidden
         cfg.intermediate_size = 4 * hidden
         cfg.num_attention_heads = heads
