@@ -54,6 +54,30 @@ class DraftChunk:
     end_state: object = None  # constraint state after the chunk (speculation continues from it)
 
 
+def validate_prompt(prompt: Sequence[int], vocab_size: int) -> list[int]:
+    """The prompt as a list of ints, or a clear error for an empty or out-of-range one."""
+    if not prompt:
+        raise ValueError("prompt must contain at least one token")
+    bad = [t for t in prompt if not 0 <= int(t) < vocab_size]
+    if bad:
+        raise ValueError(f"prompt token ids out of range [0, {vocab_size}): {bad[:5]}")
+    return list(map(int, prompt))
+
+
+def cut_at_stop(
+    tokens: Sequence[int], stop: frozenset[int], generated: int, max_new_tokens: int
+) -> tuple[list[int], str | None, int | None]:
+    """Verified tokens up to a stop id or the token budget: (kept, finish reason, stop id)."""
+    out: list[int] = []
+    for t in tokens:
+        if t in stop:
+            return out, "stop", t
+        out.append(t)
+        if generated + len(out) >= max_new_tokens:
+            return out, "length", None
+    return out, None, None
+
+
 def default_stop_ids(model: torch.nn.Module) -> tuple[int, ...]:
     return tuple(sorted(special_ids(model).get("eos_token_id", frozenset())))
 
@@ -107,12 +131,8 @@ class SpeculativeDecoder:
         ``constraint`` (optional) masks draft and target logits alike with a token grammar.
         """
         cfg = cfg or SpecConfig()
-        if not prompt:
-            raise ValueError("prompt must contain at least one token")
-        bad = [t for t in prompt if not 0 <= int(t) < self.vocab_size]
-        if bad:
-            raise ValueError(f"prompt token ids out of range [0, {self.vocab_size}): {bad[:5]}")
-        gen = _Generation(self, list(map(int, prompt)), cfg, cancel, stats or GenerationStats(), constraint)
+        prompt = validate_prompt(prompt, self.vocab_size)
+        gen = _Generation(self, prompt, cfg, cancel, stats or GenerationStats(), constraint)
         try:
             while True:
                 with self.target_lane.active():
@@ -178,15 +198,7 @@ class _Generation:
     def _commit(self, tokens: list[int]) -> TokenChunk:
         """Append verified tokens, cutting at a stop id or the token budget."""
         start = self.generated
-        out, reason, stop_token = [], None, None
-        for t in tokens:
-            if t in self.stop:
-                reason, stop_token = "stop", t
-                break
-            out.append(t)
-            if start + len(out) >= self.cfg.max_new_tokens:
-                reason = "length"
-                break
+        out, reason, stop_token = cut_at_stop(tokens, self.stop, start, self.cfg.max_new_tokens)
         self.seq.extend(out)
         self.seen.add(out)
         if self.constraint is not None:

@@ -10,11 +10,13 @@ Unsupported architectures fall back to :class:`ModelRunner` (see :func:`make_dra
 """
 from __future__ import annotations
 
+import threading
+import weakref
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
-
-import weakref
 
 from .runner import ModelRunner
 
@@ -45,6 +47,17 @@ def lean_supported(model: torch.nn.Module) -> bool:
     )
 
 
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float()
+    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), -1)
+    return x * cos + rotated * sin
+
+
 class _Layer:
     def __init__(self, layer: torch.nn.Module) -> None:
         att, mlp = layer.self_attn, layer.mlp
@@ -58,15 +71,43 @@ class _Layer:
         self.post_norm = layer.post_attention_layernorm.weight
 
 
-class _Weights:
-    """Fused per-layer weights of one model, rebuilt when its parameters change in place
-    (a draft being trained); shared by every generation that uses the model."""
+class KVStore(Protocol):
+    """Where a lean forward keeps keys and values: one sequence, or a batch of slots."""
 
-    _cache: "weakref.WeakKeyDictionary[torch.nn.Module, _Weights]" = weakref.WeakKeyDictionary()
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store this step's (B, kv_heads, q, head_dim) keys and values."""
+
+    def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """All keys and values the step attends to, (B, kv_heads, T, head_dim) each."""
+
+
+class LeanModel:
+    """A Llama-family model as fused weights, geometry and a RoPE table.
+
+    Built once per model and shared by every runner that uses it (single-sequence draft
+    runners and the batched slot model alike); rebuilt when the parameters change in
+    place (a draft being trained).
+    """
+
+    _cache: "weakref.WeakKeyDictionary[torch.nn.Module, LeanModel]" = weakref.WeakKeyDictionary()
 
     def __init__(self, model: torch.nn.Module) -> None:
+        cfg, inner = model.config, model.model
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.eps = cfg.rms_norm_eps
+        self.scale = self.head_dim**-0.5
+        self.dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
         with torch.no_grad():
-            self.layers = [_Layer(layer) for layer in model.model.layers]
+            self.layers = [_Layer(layer) for layer in inner.layers]
+        self.embed = inner.embed_tokens.weight
+        self.norm = inner.norm.weight
+        self.head = model.get_output_embeddings().weight
+        self.rotary = inner.rotary_emb
+        self._cos = self._sin = None
+        self._rope_lock = threading.Lock()
         self.versions = self._versions(model)
 
     @staticmethod
@@ -74,52 +115,95 @@ class _Weights:
         return tuple(p._version for p in model.parameters())
 
     @classmethod
-    def of(cls, model: torch.nn.Module) -> "_Weights":
+    def of(cls, model: torch.nn.Module) -> "LeanModel":
         found = cls._cache.get(model)
         if found is None or found.versions != cls._versions(model):
             found = cls._cache[model] = cls(model)
         return found
 
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin at ``positions`` (B, q) -> (B, 1, q, head_dim) each."""
+        n = int(positions.max()) + 1
+        with self._rope_lock:  # several generations may grow the shared table at once
+            if self._cos is None or self._cos.shape[0] < n:
+                size = max(n, 2 * (self._cos.shape[0] if self._cos is not None else 0), 512)
+                pos = torch.arange(size, device=self.device)[None]
+                probe = torch.zeros(1, dtype=self.dtype, device=self.device)
+                with torch.no_grad():
+                    cos, sin = self.rotary(probe, pos)
+                self._cos, self._sin = cos[0], sin[0]
+            cos, sin = self._cos, self._sin
+        return cos[positions][:, None], sin[positions][:, None]
+
+    def run(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None,
+        kv: KVStore,
+        pick: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (float32) for ``ids`` (B, q) at ``positions`` (B, q).
+
+        ``mask`` is a boolean (B or 1, 1, q, T) attention mask or None (one query per
+        row, every stored key visible); ``pick`` (B,) selects one query per row, giving
+        (B, V) logits instead of (B, q, V).
+        """
+        b, q = ids.shape
+        x = F.embedding(ids, self.embed)  # (B, q, hidden)
+        cos, sin = self.rope(positions)
+        nq, nkv, hd = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.head_dim
+        gqa = self.kv_heads != self.heads
+        for i, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.in_norm, self.eps)
+            qkv = F.linear(h, layer.qkv_w, layer.qkv_b)
+            qq = qkv[..., :nq].view(b, q, self.heads, hd).transpose(1, 2)
+            kk = qkv[..., nq : nq + nkv].view(b, q, self.kv_heads, hd).transpose(1, 2)
+            vv = qkv[..., nq + nkv :].view(b, q, self.kv_heads, hd).transpose(1, 2)
+            qq, kk = apply_rope(qq, cos, sin), apply_rope(kk, cos, sin)
+            kv.write(i, kk, vv)
+            keys, values = kv.read(i)
+            att = F.scaled_dot_product_attention(qq, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
+            x = x + F.linear(att.transpose(1, 2).reshape(b, q, nq), layer.o_w, layer.o_b)
+            h = rms_norm(x, layer.post_norm, self.eps)
+            gate, up = F.linear(h, layer.gu_w).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.down_w)
+        if pick is not None:
+            x = x[torch.arange(b, device=x.device), pick]
+        x = rms_norm(x, self.norm, self.eps)
+        return F.linear(x, self.head).float()
+
+
+class _SequenceKV:
+    """One sequence's cache: positions [start, end) are written, [0, end) are read."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, start: int, end: int) -> None:
+        self.k, self.v, self.start, self.end = k, v, start, end
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.k[layer, :, :, self.start : self.end] = k
+        self.v[layer, :, :, self.start : self.end] = v
+
+    def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k[layer, :, :, : self.end], self.v[layer, :, :, : self.end]
+
 
 class LeanLlamaRunner(ModelRunner):
     def __init__(self, model: torch.nn.Module, *, initial_capacity: int = 512) -> None:
         super().__init__(model)
-        cfg = model.config
-        inner = model.model
-        self.heads = cfg.num_attention_heads
-        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
-        self.eps = cfg.rms_norm_eps
-        self.scale = self.head_dim**-0.5
-        self.dtype = next(model.parameters()).dtype
-        self.layers = _Weights.of(model).layers
-        self.embed = inner.embed_tokens.weight
-        self.norm = inner.norm.weight
-        self.head = model.get_output_embeddings().weight
-        self.rotary = inner.rotary_emb
-        self._cos = self._sin = None
+        self.lean = LeanModel.of(model)
         self._capacity = 0
         self._k = self._v = None
-        self._ensure_rope(initial_capacity)
 
     # --- storage ------------------------------------------------------------------------
-    def _ensure_rope(self, n: int) -> None:
-        if self._cos is not None and self._cos.shape[0] >= n:
-            return
-        size = max(n, 2 * (self._cos.shape[0] if self._cos is not None else 0), 64)
-        pos = torch.arange(size, device=self.device)[None]
-        probe = torch.zeros(1, dtype=self.dtype, device=self.device)
-        with torch.no_grad():
-            cos, sin = self.rotary(probe, pos)
-        self._cos, self._sin = cos[0], sin[0]
-
     def _ensure_cache(self, n: int) -> None:
         if self._k is not None and self._capacity >= n:
             return
+        lm = self.lean
         cap = max(n, 2 * self._capacity, 256)
-        shape = (len(self.layers), 1, self.kv_heads, cap, self.head_dim)
-        k = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        shape = (len(lm.layers), 1, lm.kv_heads, cap, lm.head_dim)
+        k = torch.zeros(shape, dtype=lm.dtype, device=self.device)
+        v = torch.zeros(shape, dtype=lm.dtype, device=self.device)
         if self._k is not None:
             used = len(self.tokens)
             k[:, :, :, :used] = self._k[:, :, :, :used]
@@ -135,50 +219,18 @@ class LeanLlamaRunner(ModelRunner):
         self._capacity = 0
 
     # --- the forward --------------------------------------------------------------------
-    @staticmethod
-    def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-        xf = x.float()
-        return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-    @staticmethod
-    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), -1)
-        return x * cos + rotated * sin
-
     def _forward(self, tokens: list[int], last_only: bool) -> torch.Tensor:
         start, k = len(self.tokens), len(tokens)
         end = start + k
         self._ensure_cache(end)
-        self._ensure_rope(end)
-        ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
-        x = F.embedding(ids, self.embed)[None]  # (1, k, hidden)
-        cos, sin = self._cos[start:end], self._sin[start:end]
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        positions = torch.arange(start, end, device=self.device)[None]
         mask = None
         if k > 1:
             mask = torch.ones(k, end, dtype=torch.bool, device=self.device).tril(start)
-        nq, nkv, hd = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.head_dim
-        gqa = self.kv_heads != self.heads
-        for i, layer in enumerate(self.layers):
-            h = self._rms(x, layer.in_norm, self.eps)
-            qkv = F.linear(h, layer.qkv_w, layer.qkv_b)
-            q = qkv[..., :nq].view(1, k, self.heads, hd).transpose(1, 2)
-            kk = qkv[..., nq : nq + nkv].view(1, k, self.kv_heads, hd).transpose(1, 2)
-            vv = qkv[..., nq + nkv :].view(1, k, self.kv_heads, hd).transpose(1, 2)
-            q, kk = self._rope(q, cos, sin), self._rope(kk, cos, sin)
-            self._k[i, :, :, start:end] = kk
-            self._v[i, :, :, start:end] = vv
-            att = F.scaled_dot_product_attention(
-                q, self._k[i, :, :, :end], self._v[i, :, :, :end], attn_mask=mask, scale=self.scale, enable_gqa=gqa
-            )
-            x = x + F.linear(att.transpose(1, 2).reshape(1, k, nq), layer.o_w, layer.o_b)
-            h = self._rms(x, layer.post_norm, self.eps)
-            gate, up = F.linear(h, layer.gu_w).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down_w)
-        if last_only:
-            x = x[:, -1:]
-        x = self._rms(x, self.norm, self.eps)
-        return F.linear(x, self.head)[0].float()
+        pick = torch.tensor([k - 1], device=self.device) if last_only else None
+        logits = self.lean.run(ids, positions, mask, _SequenceKV(self._k, self._v, start, end), pick)
+        return logits if last_only else logits[0]
 
 
 def make_draft_runner(model: torch.nn.Module, lean: bool = True) -> ModelRunner:

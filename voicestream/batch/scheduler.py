@@ -1,0 +1,304 @@
+"""Continuous batching for speculative decoding: every live session advances together.
+
+One scheduler thread owns the models' slot caches. Each *tick* it
+
+1. admits waiting sessions (up to ``max_batch`` live ones) and prefills their prompts in
+   one ragged target forward;
+2. drafts for every session at once -- one batched draft forward per drafted position,
+   sessions dropping out as their own chunk ends (own draft length, stop token, low
+   confidence);
+3. verifies every session's chunk in **one** batched target forward, then judges each
+   row with that session's own rule, sampling settings and randomness
+   (:class:`~voicestream.batch.session.SessionState`), commits, rolls slots back, and
+   hands each session its chunk.
+
+Sessions join and leave between ticks without stalling the others. Latency first: a
+session that has not yet produced ``warmup_tokens`` (its first audio) gets *priority
+ticks* -- ticks over the newcomers only, interleaved with the full ticks -- so a new
+caller's first audio does not wait behind the whole batch; everybody else already has
+audio buffered.
+
+:class:`BatchedDecoder` has the same ``generate()`` as
+:class:`~voicestream.spec.decoder.SpeculativeDecoder`, so a voice or the server can swap
+one for the other.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..config import SpecConfig
+from ..spec.compat import check_compatible, output_vocab_size
+from ..spec.constraint import TokenConstraint
+from ..spec.decoder import TokenChunk, default_stop_ids, validate_prompt
+from ..spec.stats import GenerationStats
+from .session import Request, SessionState
+from .slots import SlotModel
+
+__all__ = ["BatchConfig", "BatchedDecoder"]
+
+log = logging.getLogger("voicestream.batch")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How the scheduler batches.
+
+    ``max_batch`` caps the live sessions in one forward (more wait to join: the cap bounds
+    every session's tick time, hence its latency). ``warmup_tokens``: a session with fewer
+    generated tokens than this gets priority ticks (set it to what the first audio chunk
+    needs). ``priority`` turns priority ticks off for plain round-robin batching.
+    """
+
+    max_batch: int = 32
+    warmup_tokens: int = 16
+    priority: bool = True
+    idle_poll_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if self.warmup_tokens < 0:
+            raise ValueError("warmup_tokens must be >= 0")
+
+
+class BatchedDecoder:
+    """Speculative decoding for many concurrent sessions over shared slot caches.
+
+    ``generate`` may be called from any number of threads at once; each call blocks its
+    caller and yields that session's :class:`TokenChunk` s as the shared ticks produce
+    them. Needs Llama/Qwen2/Mistral-family models (the lean forward of
+    :mod:`voicestream.spec.lean_runner`).
+    """
+
+    def __init__(
+        self,
+        target: torch.nn.Module,
+        draft: torch.nn.Module | None = None,
+        *,
+        config: BatchConfig | None = None,
+        check: bool = True,
+        autostart: bool = True,
+    ) -> None:
+        if draft is not None and check:
+            check_compatible(target, draft)
+        self.config = config or BatchConfig()
+        self.target_model, self.draft_model = target.eval(), (draft.eval() if draft is not None else None)
+        self.vocab_size = output_vocab_size(target)
+        self.stop_ids = frozenset(default_stop_ids(target))
+        self.target = SlotModel(target, slots=self.config.max_batch)
+        self.draft = SlotModel(draft, slots=self.config.max_batch) if draft is not None else None
+        self.device = self.target.device
+        self.active: list[SessionState] = []  # active[i] owns slot i in both models
+        self.waiting: deque[Request] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._last_priority = False
+        self.ticks = 0
+        self.priority_ticks = 0
+        self._autostart = autostart
+        self._thread: threading.Thread | None = None
+
+    # --- the public face --------------------------------------------------------------
+    def submit(
+        self,
+        prompt: Sequence[int],
+        cfg: SpecConfig | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        stats: GenerationStats | None = None,
+        constraint: TokenConstraint | None = None,
+    ) -> Request:
+        """Queue a generation; it joins the batch at the next tick."""
+        prompt = validate_prompt(prompt, self.vocab_size)
+        req = Request(prompt, cfg or SpecConfig(), constraint, cancel, stats or GenerationStats())
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the batched decoder is closed")
+            self.waiting.append(req)
+            self._cond.notify()
+        if self._autostart:
+            self._ensure_thread()
+        return req
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        cfg: SpecConfig | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        stats: GenerationStats | None = None,
+        constraint: TokenConstraint | None = None,
+    ) -> Iterator[TokenChunk]:
+        """Yield chunks of accepted tokens until a stop id, ``max_new_tokens`` or ``cancel``."""
+        req = self.submit(prompt, cfg, cancel=cancel, stats=stats, constraint=constraint)
+        try:
+            while True:
+                try:
+                    item = req.out.get(timeout=self.config.idle_poll_s)
+                except queue.Empty:
+                    if self._thread is not None and not self._thread.is_alive() and not self._closed:
+                        raise RuntimeError("the batch scheduler thread died") from None
+                    if self._closed:
+                        return
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            req.closed.set()  # a consumer that leaves early frees its slot at the next tick
+            with self._cond:
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # --- the scheduler thread ---------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="voicestream-batch", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self.waiting and not self.active:
+                    self._cond.wait()
+                if self._closed:
+                    break
+            try:
+                self.step()
+            except Exception as exc:  # a failed forward fails the sessions in it, not the server
+                log.exception("batch tick failed; failing %d live sessions", len(self.active))
+                self._fail_all(exc)
+        self._fail_all(RuntimeError("the batched decoder was closed"), waiting_too=True)
+
+    def _fail_all(self, exc: BaseException, *, waiting_too: bool = False) -> None:
+        for s in self.active:
+            s.req.stats.finish("error")
+            s.req.out.put(exc)
+        self.active.clear()
+        self.target.clear()
+        if self.draft is not None:
+            self.draft.clear()
+        if waiting_too:
+            with self._cond:
+                while self.waiting:
+                    self.waiting.popleft().out.put(exc)
+
+    # --- one tick ---------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> bool:
+        """Admit, drop, then run one tick; False when there was nothing to do."""
+        self._drop_abandoned()
+        self._admit()
+        if not self.active:
+            return False
+        warm = [s for s in self.active if s.generated < self.config.warmup_tokens]
+        if self.config.priority and warm and len(warm) < len(self.active) and not self._last_priority:
+            rows, self._last_priority = warm, True
+            self.priority_ticks += 1
+        else:
+            rows, self._last_priority = list(self.active), False
+        self.ticks += 1
+        self._tick(rows)
+        return True
+
+    def _admit(self) -> None:
+        new: list[SessionState] = []
+        with self._cond:
+            while self.waiting and len(self.active) < self.config.max_batch:
+                req = self.waiting.popleft()
+                if req.abandoned:
+                    self._finish_abandoned(req)
+                    continue
+                state = SessionState(req, self.vocab_size, self.device, self.stop_ids, self.draft is not None)
+                state.slot = self.target.add()
+                if self.draft is not None:
+                    self.draft.add()
+                self.active.append(state)
+                new.append(state)
+        feeds = [s.seq[:-1] for s in new]
+        if any(feeds):  # the target slot holds seq[:-1]; the last token goes with the first chunk
+            self.target.forward([s.slot for s in new], feeds, last_only=True)
+            for s, f in zip(new, feeds):
+                s.target_forwards += bool(f)
+
+    def _drop_abandoned(self) -> None:
+        for s in [s for s in self.active if s.req.abandoned]:
+            self._finish_abandoned(s.req, s)
+            self._remove(s)
+
+    @staticmethod
+    def _finish_abandoned(req: Request, state: SessionState | None = None) -> None:
+        if req.cancel is not None and req.cancel.is_set():
+            req.stats.finish("cancelled")
+            req.out.put(TokenChunk([], state.generated if state else 0, "cancelled"))
+        elif req.stats.finish_reason is None:
+            req.stats.finish("closed")
+
+    def _remove(self, state: SessionState) -> None:
+        slot = state.slot
+        self.target.remove(slot)
+        if self.draft is not None:
+            self.draft.remove(slot)
+        last = self.active.pop()
+        if last is not state:
+            self.active[slot] = last
+            last.slot = slot
+
+    def _tick(self, rows: list[SessionState]) -> None:
+        if self.draft is not None:
+            self._draft(rows)
+        feeds = [s.verify_input() for s in rows]
+        logits = self.target.forward([s.slot for s in rows], feeds)
+        done = []
+        for s, lg in zip(rows, logits):
+            s.target_forwards += 1
+            chunk, keep = s.accept(lg)
+            self.target.truncate(s.slot, keep)
+            s.req.out.put(chunk)
+            if chunk.finish_reason is not None:
+                done.append(s)
+        for s in done:
+            self._remove(s)
+
+    def _draft(self, rows: list[SessionState]) -> None:
+        going = [s for s in rows if s.speculates]
+        if not going:
+            for s in rows:
+                s.cands, s.probs = [], []
+            return
+        for s in rows:
+            if not s.speculates:
+                s.cands, s.probs = [], []
+        feeds = []
+        for s in going:
+            keep, fresh = s.draft_catch_up()
+            self.draft.truncate(s.slot, keep)
+            feeds.append(fresh)
+        logits = self.draft.forward([s.slot for s in going], feeds, last_only=True)
+        while going:
+            nxt, feeds = [], []
+            for s, lg in zip(going, logits):
+                s.draft_forwards += 1
+                token = s.draft_pick(lg)
+                if token is not None:
+                    nxt.append(s)
+                    feeds.append([token])
+            going = nxt
+            if going:
+                logits = self.draft.forward([s.slot for s in going], feeds, last_only=True)

@@ -1,0 +1,196 @@
+"""One session's decoding state inside a batch: what :class:`_Generation` keeps for a
+single sequence, minus the caches (those live in slots of the shared :class:`SlotModel`).
+
+Every per-token decision -- logits processing, constraint masks, draft sampling,
+acceptance, commit -- is made here with the same functions and the same keyed
+randomness as the single-session decoder, so a session gets the same tokens batched or
+alone; only where the forwards happen differs.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import SpecConfig
+from ..spec.acceptance import VerifyInput, verify
+from ..spec.constraint import TokenConstraint, apply_mask, masks_along, walk
+from ..spec.decoder import TokenChunk, cut_at_stop
+from ..spec.draft_length import DraftLength
+from ..spec.logits import SeenTokens, process_logits, to_probs
+from ..spec.randomness import DRAFT, RESAMPLE, Randomness
+from ..spec.stats import GenerationStats
+
+__all__ = ["Request", "SessionState"]
+
+
+@dataclass
+class Request:
+    """A generation waiting to join the batch, and where its chunks go."""
+
+    prompt: list[int]
+    cfg: SpecConfig
+    constraint: TokenConstraint | None
+    cancel: threading.Event | None
+    stats: GenerationStats
+    out: "queue.SimpleQueue[TokenChunk | BaseException]" = field(default_factory=queue.SimpleQueue)
+    closed: threading.Event = field(default_factory=threading.Event)  # the consumer went away
+
+    @property
+    def abandoned(self) -> bool:
+        return self.closed.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+
+class SessionState:
+    """Committed tokens, sampling state and cache bookkeeping of one batched session.
+
+    Cache invariants between ticks: the target slot holds ``seq[:-1]`` (the last
+    committed token is fed with the next chunk, so every verify is one forward), and
+    ``draft_tokens`` lists what the draft slot holds (a prefix of some drafted sequence;
+    the common prefix with ``seq`` is kept, the rest rolled back).
+    """
+
+    def __init__(self, req: Request, vocab_size: int, device: torch.device, stop_ids: frozenset[int],
+                 has_draft: bool) -> None:
+        self.req = req
+        cfg = self.cfg = req.cfg
+        self.seq = list(req.prompt)
+        self.n_prompt = len(self.seq)
+        self.stop = frozenset(cfg.stop_ids) if cfg.stop_ids else stop_ids
+        self.rng = Randomness(cfg.seed)
+        self.length = DraftLength(cfg)
+        self.vocab_size, self.device = vocab_size, device
+        self.seen = SeenTokens(vocab_size, cfg.sampling.repetition_penalty, device)
+        self.seen.add(self.seq)
+        self.constraint = req.constraint
+        self.cstate = walk(self.constraint, self.seq, self.constraint.initial()) if self.constraint else None
+        self.epoch = 0
+        self.has_draft = has_draft
+        self.draft_tokens: list[int] = []
+        self.target_forwards = 0
+        self.draft_forwards = 0
+        self.slot = -1  # index in the scheduler's active list = slot in both slot models
+        self.finished = False
+        req.stats.prompt_tokens = self.n_prompt
+        # this tick's draft
+        self.cands: list[int] = []
+        self.probs: list[torch.Tensor] = []
+        self._dstate = None
+        self._dseen: SeenTokens | None = None
+        self._dwant = 0
+
+    @property
+    def generated(self) -> int:
+        return len(self.seq) - self.n_prompt
+
+    @property
+    def remaining(self) -> int:
+        return self.cfg.max_new_tokens - self.generated
+
+    @property
+    def speculates(self) -> bool:
+        return self.has_draft and self.remaining > 0
+
+    # --- draft ----------------------------------------------------------------------
+    def draft_catch_up(self) -> tuple[int, list[int]]:
+        """Start this tick's draft: (how much of the draft slot to keep, what to feed it)."""
+        toks, seq = self.draft_tokens, self.seq
+        keep = 0
+        n = min(len(toks), len(seq) - 1)
+        while keep < n and toks[keep] == seq[keep]:
+            keep += 1
+        del toks[keep:]
+        fresh = seq[keep:]
+        toks.extend(fresh)
+        self.cands, self.probs = [], []
+        self._dwant = min(self.length.gamma, self.remaining)
+        self._dstate = self.cstate
+        self._dseen = SeenTokens(self.vocab_size, self.cfg.sampling.repetition_penalty, self.device)
+        self._dseen.add(self.seq)
+        return keep, fresh
+
+    def draft_pick(self, logits: torch.Tensor) -> int | None:
+        """Choose the next drafted token from the draft's logits; None when the chunk is done
+        (returns the token to feed the draft when it should keep going)."""
+        cfg, scfg = self.cfg, self.cfg.sampling
+        if self.constraint is not None:
+            logits = apply_mask(logits, self.constraint.allowed(self._dstate))
+        x = process_logits(logits, scfg, self._dseen.mask)
+        pos = len(self.seq) + len(self.cands)
+        if scfg.greedy:
+            token = int(x.argmax())
+            confidence = float(x.softmax(-1)[token]) if self.length.stops_on_low_confidence else 1.0
+        else:
+            q = x.softmax(-1)
+            token = self.rng.sample(q, DRAFT, pos, self.epoch)
+            self.probs.append(q)
+            confidence = float(q[token])
+        self.cands.append(token)
+        if self.constraint is not None:
+            self._dstate = self.constraint.step(self._dstate, token)
+        if (
+            len(self.cands) >= self._dwant
+            or token in self.stop
+            or (self.length.stops_on_low_confidence and confidence < cfg.confidence_threshold)
+        ):
+            return None
+        self._dseen.add([token])
+        self.draft_tokens.append(token)
+        return token
+
+    # --- verify ---------------------------------------------------------------------
+    def verify_input(self) -> list[int]:
+        """What the target is fed this tick: the last committed token, then the candidates."""
+        return [self.seq[-1]] + self.cands
+
+    def accept(self, rows: torch.Tensor) -> tuple[TokenChunk, int]:
+        """Judge this tick's candidates with the target's logits (k+1, V).
+
+        Returns the committed chunk and how many fed positions the target slot keeps.
+        """
+        cands = self.cands
+        k = len(cands)
+        base = len(self.seq)
+        if k == 0:
+            token = self._plain_pick(rows[0])
+            self.req.stats.record_step(0, 0, 1)
+            return self._commit([token]), base
+        allowed = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
+        probs = torch.stack(self.probs) if self.probs else None
+        inp = VerifyInput(cands, probs, rows, self.seen.rows(cands), base, self.epoch, True, allowed)
+        verdict = verify(inp, self.cfg, self.rng)
+        n, token = verdict.accepted, verdict.token
+        if n < k:
+            self.epoch += 1
+        self.length.update(n, k)
+        new = cands[:n] + ([token] if token is not None else [])
+        self.req.stats.record_step(k, n, len(new))
+        # the slot keeps seq[:-1] + last + accepted candidates = the new seq minus its last token
+        return self._commit(new), base + n
+
+    def _plain_pick(self, logits: torch.Tensor) -> int:
+        """The single-session plain step's choice (same processing, same randomness key)."""
+        seen = self.seen.mask if self.seen.active else None
+        if self.constraint is not None:
+            logits = apply_mask(logits, self.constraint.allowed(self.cstate))
+        if self.cfg.sampling.greedy:
+            return int(process_logits(logits, self.cfg.sampling, seen).argmax())
+        return self.rng.sample(to_probs(logits, self.cfg.sampling, seen), RESAMPLE, len(self.seq), 0)
+
+    def _commit(self, tokens: list[int]) -> TokenChunk:
+        start = self.generated
+        out, reason, stop_token = cut_at_stop(tokens, self.stop, start, self.cfg.max_new_tokens)
+        self.seq.extend(out)
+        self.seen.add(out)
+        if self.constraint is not None:
+            self.cstate = walk(self.constraint, out, self.cstate)
+        stats = self.req.stats
+        stats.record_tokens(len(out))
+        stats.target_forwards = self.target_forwards
+        stats.draft_forwards = self.draft_forwards
+        if reason is not None:
+            stats.finish(reason)
+            self.finished = True
+        return TokenChunk(out, start, reason, stop_token)
