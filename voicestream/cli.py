@@ -16,6 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     dec = bench_sub.add_parser("decode", help="speculative vs plain vs transformers assisted decoding")
     bench_decode.add_arguments(dec)
     dec.set_defaults(func=bench_decode.main)
+    from .bench import batch as bench_batch
+
+    bat = bench_sub.add_parser("batch", help="batched vs per-session decoding for N concurrent callers")
+    bench_batch.add_arguments(bat)
+    bat.set_defaults(func=bench_batch.main)
 
     from . import say
 

@@ -48,12 +48,13 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
-def family_synthesizer_from_args(args: argparse.Namespace) -> FamilySynthesizer | None:
+def family_synthesizer_from_args(args: argparse.Namespace, batch=None) -> FamilySynthesizer | None:
     if not getattr(args, "adapter", None):
         return None
     if not args.target:
         raise SystemExit("--adapter needs --target PATH (the family's checkpoint directory)")
     return load_family_synthesizer(
         args.adapter, args.target, args.draft, args.device, args.dtype,
-        codec=args.codec, codec_dtype=args.codec_dtype, name=args.adapter_name, **parse_options(args.adapter_option),
+        codec=args.codec, codec_dtype=args.codec_dtype, name=args.adapter_name, batch=batch,
+        **parse_options(args.adapter_option),
     )

@@ -46,6 +46,7 @@ def load_family_synthesizer(
     codec_dtype: str | torch.dtype | None = None,
     name: str | None = None,
     draft_cpu_threads: int | None = None,
+    batch=None,
     **adapter_options,
 ) -> FamilySynthesizer:
     """Load target (+ draft) and the family's adapter; return a server-ready synthesizer.
@@ -54,6 +55,7 @@ def load_family_synthesizer(
     an instance.  ``draft``: checkpoint path, ``"self:N"``, or ``None``.  ``dtype`` applies
     to the LMs (bf16 is the usual choice on a GPU); the codec runs in ``codec_dtype``
     (default float32: codec decoders are small and some are fragile in half precision).
+    ``batch`` (a :class:`voicestream.batch.BatchConfig`) batches all sessions together.
     ``adapter_options`` go to the family (``voice=``, ``window=``, ``config=`` for generic).
     """
     t0 = time.perf_counter()
@@ -67,6 +69,6 @@ def load_family_synthesizer(
     draft_arg = draft
     if draft is not None and not str(draft).startswith("self:") and str(draft).lower() != "none":
         draft_arg = load_causal_lm(draft, device=device, dtype=lm_dtype)
-    synth = FamilySynthesizer(family, target_model, draft_arg, name=name, draft_cpu_threads=draft_cpu_threads)
+    synth = FamilySynthesizer(family, target_model, draft_arg, name=name, draft_cpu_threads=draft_cpu_threads, batch=batch)
     synth.load_seconds = time.perf_counter() - t0
     return synth

@@ -22,7 +22,7 @@ import torch
 
 from voicestream.config import SpecConfig
 from voicestream.spec.compat import output_vocab_size
-from voicestream.spec.decoder import SpeculativeDecoder
+from voicestream.batch import make_decoder
 from voicestream.voice.synthesize import SynthesisResult, SynthesisStats, stream_pcm
 
 from .base import FamilyAdapter
@@ -52,12 +52,14 @@ class FamilySynthesizer:
         spec_config: SpecConfig | None = None,
         draft_cpu_threads: int | None = None,
         lean_draft: bool = True,
+        batch=None,
     ) -> None:
         self.adapter = adapter
         self.target = target.eval()
         self.draft = resolve_draft(self.target, draft)
-        self.decoder = SpeculativeDecoder(
-            self.target, self.draft, draft_cpu_threads=draft_cpu_threads, lean_draft=lean_draft
+        # batch (a BatchConfig): every session shares one batched decoder (voicestream.batch)
+        self.decoder = make_decoder(
+            self.target, self.draft, batch=batch, draft_cpu_threads=draft_cpu_threads, lean_draft=lean_draft
         )
         self.vocab_size = output_vocab_size(self.target)
         device = next(self.target.parameters()).device

@@ -53,19 +53,22 @@ class BatchConfig:
     ``max_batch`` caps the live sessions in one forward (more wait to join: the cap bounds
     every session's tick time, hence its latency). ``warmup_tokens``: a session with fewer
     generated tokens than this gets priority ticks (set it to what the first audio chunk
-    needs). ``priority`` turns priority ticks off for plain round-robin batching.
+    needs); up to ``priority_burst`` of them run back to back before the next full tick,
+    so warm sessions are delayed by a few small ticks at most. ``priority`` turns priority
+    ticks off for plain round-robin batching.
     """
 
     max_batch: int = 32
     warmup_tokens: int = 16
     priority: bool = True
+    priority_burst: int = 4
     idle_poll_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        if self.warmup_tokens < 0:
-            raise ValueError("warmup_tokens must be >= 0")
+        if self.warmup_tokens < 0 or self.priority_burst < 1:
+            raise ValueError("warmup_tokens must be >= 0 and priority_burst >= 1")
 
 
 class BatchedDecoder:
@@ -99,9 +102,10 @@ class BatchedDecoder:
         self.waiting: deque[Request] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._last_priority = False
+        self._burst = 0  # priority ticks since the last full tick
         self.ticks = 0
         self.priority_ticks = 0
+        self.rows_run = 0  # session-rows verified, summed over ticks (batch work done)
         self._autostart = autostart
         self._thread: threading.Thread | None = None
 
@@ -208,12 +212,15 @@ class BatchedDecoder:
         if not self.active:
             return False
         warm = [s for s in self.active if s.generated < self.config.warmup_tokens]
-        if self.config.priority and warm and len(warm) < len(self.active) and not self._last_priority:
-            rows, self._last_priority = warm, True
+        cfg = self.config
+        if cfg.priority and warm and len(warm) < len(self.active) and self._burst < cfg.priority_burst:
+            rows = warm
+            self._burst += 1
             self.priority_ticks += 1
         else:
-            rows, self._last_priority = list(self.active), False
+            rows, self._burst = list(self.active), 0
         self.ticks += 1
+        self.rows_run += len(rows)
         self._tick(rows)
         return True
 
@@ -261,14 +268,20 @@ class BatchedDecoder:
             last.slot = slot
 
     def _tick(self, rows: list[SessionState]) -> None:
+        failed: list[SessionState] = []
         if self.draft is not None:
-            self._draft(rows)
+            self._draft(rows, failed)
+        rows = [s for s in rows if s not in failed]
         feeds = [s.verify_input() for s in rows]
         logits = self.target.forward([s.slot for s in rows], feeds)
-        done = []
+        done = failed
         for s, lg in zip(rows, logits):
             s.target_forwards += 1
-            chunk, keep = s.accept(lg)
+            try:
+                chunk, keep = s.accept(lg)
+            except Exception as exc:
+                self._fail(s, exc, done)
+                continue
             self.target.truncate(s.slot, keep)
             s.req.out.put(chunk)
             if chunk.finish_reason is not None:
@@ -276,29 +289,34 @@ class BatchedDecoder:
         for s in done:
             self._remove(s)
 
-    def _draft(self, rows: list[SessionState]) -> None:
-        going = [s for s in rows if s.speculates]
-        if not going:
-            for s in rows:
-                s.cands, s.probs = [], []
-            return
+    @staticmethod
+    def _fail(state: SessionState, exc: Exception, failed: list[SessionState]) -> None:
+        """One session's own step failed (its constraint, its settings): end it alone."""
+        log.warning("batched session failed: %r", exc)
+        state.req.stats.finish("error")
+        state.req.out.put(exc)
+        failed.append(state)
+
+    def _draft(self, rows: list[SessionState], failed: list[SessionState]) -> None:
+        going, feeds = [], []
         for s in rows:
-            if not s.speculates:
-                s.cands, s.probs = [], []
-        feeds = []
-        for s in going:
-            keep, fresh = s.draft_catch_up()
-            self.draft.truncate(s.slot, keep)
-            feeds.append(fresh)
-        logits = self.draft.forward([s.slot for s in going], feeds, last_only=True)
+            s.cands, s.probs = [], []
+            if s.speculates:
+                keep, fresh = s.draft_catch_up()
+                self.draft.truncate(s.slot, keep)
+                going.append(s)
+                feeds.append(fresh)
         while going:
+            logits = self.draft.forward([s.slot for s in going], feeds, last_only=True)
             nxt, feeds = [], []
             for s, lg in zip(going, logits):
                 s.draft_forwards += 1
-                token = s.draft_pick(lg)
+                try:
+                    token = s.draft_pick(lg)
+                except Exception as exc:
+                    self._fail(s, exc, failed)
+                    continue
                 if token is not None:
                     nxt.append(s)
                     feeds.append([token])
             going = nxt
-            if going:
-                logits = self.draft.forward([s.slot for s in going], feeds, last_only=True)

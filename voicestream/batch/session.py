@@ -104,7 +104,6 @@ class SessionState:
         del toks[keep:]
         fresh = seq[keep:]
         toks.extend(fresh)
-        self.cands, self.probs = [], []
         self._dwant = min(self.length.gamma, self.remaining)
         self._dstate = self.cstate
         self._dseen = SeenTokens(self.vocab_size, self.cfg.sampling.repetition_penalty, self.device)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from .config import ServerConfig
 from .vad import VadConfig
@@ -32,9 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vad-aggressiveness", type=int, default=v.aggressiveness, choices=(0, 1, 2, 3))
     p.add_argument("--vad-window", type=int, default=v.window, help="barge-in: frames considered (M)")
     p.add_argument("--vad-min-voiced", type=int, default=v.min_voiced, help="barge-in: voiced frames of the last M (N)")
-    p.add_argument("--torch-threads", type=int, default=1,
-                   help="intra-op threads per generation (default 1: sessions run in parallel threads; "
-                        "more threads per tiny model only contend)")
+    p.add_argument("--batch", type=int, default=0, metavar="N",
+                   help="decode up to N sessions per voice together in one batched forward (continuous "
+                        "batching, voicestream.batch); 0 = one decoder per session (default)")
+    p.add_argument("--batch-warmup-tokens", type=int, default=16,
+                   help="with --batch: sessions with fewer generated tokens get priority ticks (first audio)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="intra-op threads (default: 1 per session without --batch, since sessions run in "
+                        "parallel threads; all cores with --batch, since one thread runs the batch)")
     p.add_argument("--log-level", default="WARNING")
     from voicestream.adapters.families.cli import add_family_arguments
 
@@ -58,24 +64,42 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def batch_config(args: argparse.Namespace):
+    """The BatchConfig ``--batch`` asks for, or None for per-session decoding."""
+    if not getattr(args, "batch", 0):
+        return None
+    if args.batch < 0:
+        raise SystemExit("--batch expects N >= 0")
+    from voicestream.batch import BatchConfig
+
+    return BatchConfig(max_batch=args.batch, warmup_tokens=args.batch_warmup_tokens)
+
+
+def torch_threads(args: argparse.Namespace) -> int:
+    if args.torch_threads is not None:
+        return args.torch_threads
+    return (os.cpu_count() or 1) if getattr(args, "batch", 0) else 1
+
+
 def load_voices(args: argparse.Namespace) -> list:
     from .synth import load_voice_synthesizer
 
+    batch = batch_config(args)
     voices = []
     for spec in args.voice:
         name, sep, dirs = spec.partition("=")
         if not sep or not name or not dirs:
             raise SystemExit(f"--voice expects NAME=TARGET_DIR[:DRAFT_DIR], got {spec!r}")
         target, _, draft = dirs.partition(":")
-        voices.append(load_voice_synthesizer(target, draft or None, name=name, threads=args.torch_threads))
+        voices.append(load_voice_synthesizer(target, draft or None, name=name, threads=torch_threads(args), batch=batch))
     if getattr(args, "adapter", None):
         from voicestream.adapters.families.cli import family_synthesizer_from_args
 
-        voices.append(family_synthesizer_from_args(args))
+        voices.append(family_synthesizer_from_args(args, batch=batch))
     if args.test_voice:
         from .formant import FormantConfig, FormantSynthesizer
 
-        voices.append(FormantSynthesizer(FormantConfig(pace=args.test_voice_pace)))
+        voices.append(FormantSynthesizer(FormantConfig(pace=args.test_voice_pace), batch=batch))
     if not voices:
         raise SystemExit(
             "no voice to serve: pass --voice NAME=TARGET_DIR[:DRAFT_DIR], --adapter NAME --target PATH, and/or --test-voice"
@@ -90,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
     from .synth import VoiceUnavailableError
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(args.torch_threads)
+    torch.set_num_threads(torch_threads(args))
     try:
         voices = load_voices(args)
     except VoiceUnavailableError as exc:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import SamplingConfig, SpecConfig
 from ..models import refined_pair
-from ..spec.decoder import SpeculativeDecoder
+from ..batch import make_decoder
 from ..spec.stats import GenerationStats
 from ..text import EmptyTextError, normalize_text
 from .synth import SegmentStats, SynthesisOptions
@@ -87,7 +87,7 @@ class FormantSynthesizer:
 
     supports_speed = True
 
-    def __init__(self, config: FormantConfig | None = None, *, name: str = "test") -> None:
+    def __init__(self, config: FormantConfig | None = None, *, name: str = "test", batch=None) -> None:
         self.config = cfg = config or FormantConfig()
         self.name = name
         self.sample_rate = cfg.sample_rate
@@ -101,7 +101,7 @@ class FormantSynthesizer:
             num_heads=4,
             seed=cfg.model_seed,
         )
-        self.decoder = SpeculativeDecoder(target, draft)
+        self.decoder = make_decoder(target, draft, batch=batch)  # batch: a BatchConfig, or per-session
 
     # --- planning ---------------------------------------------------------------------
     def plan(self, text: str, speed: float = 1.0) -> list[_Unit]:

@@ -125,7 +125,12 @@ class VoiceSynthesizer:
 
 
 def load_voice_synthesizer(
-    target_dir: str | Path, draft_dir: str | Path | None = None, *, name: str = "default", threads: int | None = None
+    target_dir: str | Path,
+    draft_dir: str | Path | None = None,
+    *,
+    name: str = "default",
+    threads: int | None = None,
+    batch=None,
 ) -> VoiceSynthesizer:
     """Load a trained voice from checkpoint directories (imports ``voicestream.voice`` lazily).
 
@@ -140,7 +145,7 @@ def load_voice_synthesizer(
             "loaded; use --test-voice for the built-in test synthesizer"
         ) from exc
     t0 = time.perf_counter()
-    voice = Voice.load(target_dir, draft_dir, threads=threads)
+    voice = Voice.load(target_dir, draft_dir, threads=threads, batch=batch)
     synth = VoiceSynthesizer(voice, name=name)
     synth.load_seconds = time.perf_counter() - t0
     return synth

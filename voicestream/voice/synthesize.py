@@ -26,7 +26,8 @@ import torch
 
 from ..config import SamplingConfig, SpecConfig
 from ..models import load_causal_lm
-from ..spec.decoder import SpeculativeDecoder, TokenChunk
+from ..batch import make_decoder
+from ..spec.decoder import TokenChunk
 from ..spec.stats import GenerationStats
 from .masking import SlotOnly, TextFollowing
 from .vocab import VoiceVocab
@@ -161,6 +162,7 @@ class Voice:
         draft_cpu_threads: int | None = None,
         follow_text: bool = True,
         max_unit_frames: int = 150,
+        batch=None,
     ) -> None:
         if vocab is None:
             raw = getattr(target.config, "voicestream_vocab", None)
@@ -178,7 +180,8 @@ class Voice:
         # alike, and the models stay plain (so the draft can take the lean forward path)
         self.target = target.eval()
         self.draft = draft.eval() if draft is not None else None
-        self.decoder = SpeculativeDecoder(self.target, self.draft, draft_cpu_threads=draft_cpu_threads)
+        # batch (a BatchConfig): all utterances share one batched decoder (voicestream.batch)
+        self.decoder = make_decoder(self.target, self.draft, batch=batch, draft_cpu_threads=draft_cpu_threads)
         self.spec_config = spec_config or self.default_spec_config()
 
     @classmethod
