@@ -7,7 +7,9 @@ first with one decoder per session (what ``voicestream serve`` does without
 :class:`~voicestream.batch.BatchedDecoder` shared by all (one scheduler thread using all
 cores). Callers arrive spread over ``--arrival-window`` seconds, as calls do. Both modes
 decode the same texts with the same greedy settings, so they do the same work; the
-script checks the tokens match and prints, per N: aggregate LM tokens/s, TTFA p50/p95
+script counts utterances whose audio is bit-identical in both modes (float32 batched
+matrix products may round differently and flip a rare near-tie; the tests check exact
+equality in float64) and prints, per N: aggregate LM tokens/s, TTFA p50/p95
 (call -> first PCM chunk), and the batched/per-session throughput ratio.
 
 Without ``--target`` the voice is the built-in voice's architecture (the ``target``
@@ -19,6 +21,7 @@ the weights say.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import statistics
@@ -47,7 +50,7 @@ class LevelResult:
     wall_s: float = 0.0
     ttfa_s: list[float] = field(default_factory=list)
     accepted: list[float] = field(default_factory=list)
-    outputs: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    outputs: dict[tuple[int, int], str] = field(default_factory=dict)  # audio digest per (caller, utterance)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -107,9 +110,10 @@ def run_level(voice, mode: str, n: int, args: argparse.Namespace, cfg_for) -> Le
         for u in range(args.utterances):
             text = TEXTS[(i + u) % len(TEXTS)]
             st = SynthesisStats()
+            digest = hashlib.sha256()
             try:
-                for _ in voice.stream(text, cfg_for(text), stats=st):
-                    pass
+                for pcm in voice.stream(text, cfg_for(text), stats=st):
+                    digest.update(pcm.tobytes())
             except Exception as exc:  # reported, never hidden
                 with lock:
                     res.errors.append(f"caller {i}: {exc!r}")
@@ -119,7 +123,7 @@ def run_level(voice, mode: str, n: int, args: argparse.Namespace, cfg_for) -> Le
                 if st.ttfa_s is not None:
                     res.ttfa_s.append(st.ttfa_s)
                 res.accepted.append(st.accepted_per_target_forward)
-                res.outputs[(i, u)] = [st.lm_tokens, st.codec_tokens]
+                res.outputs[(i, u)] = digest.hexdigest()
                 bar.update()
 
     threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(n)]
@@ -160,11 +164,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         a = run_level(per_session, "per-session", n, args, cfg_for)
         torch.set_num_threads(cores)  # batched: one scheduler thread, all cores
         b = run_level(batched, "batched", n, args, cfg_for)
-        same = a.outputs == b.outputs
+        same = sum(a.outputs.get(k) == v for k, v in b.outputs.items())
         report["levels"].append({
             "sessions": n, "per_session": a.row(), "batched": b.row(),
             "throughput_ratio": round(b.tokens_per_s / a.tokens_per_s, 2) if a.tokens_per_s else None,
-            "same_lengths": same,
+            "identical_audio": f"{same}/{len(b.outputs)}",
         })
     per_session.close()
     batched.close()
@@ -180,14 +184,14 @@ def format_table(report: dict) -> str:
              f"arrive over {report['arrival_window_s']} s; batched: max_batch {report['max_batch']}, "
              f"{report['threads']} thread(s)", ""]
     hdr = (f"{'N':>3}  {'per-session tok/s':>17}  {'batched tok/s':>13}  {'ratio':>5}  "
-           f"{'TTFA p50/p95 per-session (ms)':>29}  {'TTFA p50/p95 batched (ms)':>25}  {'acc/fwd':>7}  same")
+           f"{'TTFA p50/p95 per-session (ms)':>29}  {'TTFA p50/p95 batched (ms)':>25}  {'acc/fwd':>7}  identical audio")
     lines += [hdr, "-" * len(hdr)]
     for lv in report["levels"]:
         a, b = lv["per_session"], lv["batched"]
         lines.append(
             f"{lv['sessions']:>3}  {a['tokens_per_s']:>17.1f}  {b['tokens_per_s']:>13.1f}  {lv['throughput_ratio'] or 0:>5.2f}  "
             f"{a['ttfa_ms_p50']:>14.0f} / {a['ttfa_ms_p95']:<12.0f}  {b['ttfa_ms_p50']:>11.0f} / {b['ttfa_ms_p95']:<11.0f}  "
-            f"{b['accepted_per_target_forward'] or 0:>7.2f}  {'yes' if lv['same_lengths'] else 'NO'}"
+            f"{b['accepted_per_target_forward'] or 0:>7.2f}  {lv['identical_audio']}"
         )
         for e in a["errors"] + b["errors"]:
             lines.append(f"     error: {e}")

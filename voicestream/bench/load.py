@@ -157,8 +157,10 @@ async def spawn_server(args: argparse.Namespace):
     cmd = [
         sys.executable, "-m", "voicestream.cli", "serve", "--test-voice", "--port", "0",
         "--test-voice-pace", str(args.pace), "--max-sessions", str(max(args.sessions) + 4),
-        "--torch-threads", str(args.torch_threads),
+        "--torch-threads", str(args.torch_threads or ((os.cpu_count() or 1) if args.batch else 1)),
     ]
+    if args.batch:
+        cmd += ["--batch", str(args.batch)]
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
     while True:
         line = (await asyncio.wait_for(proc.stderr.readline(), 120)).decode()
@@ -226,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="pcm_s16le", choices=("pcm_s16le", "mulaw"))
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--pace", type=float, default=0.0, help="spawned test voice: min wall s per audio s")
-    p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--torch-threads", type=int, default=None, help="spawned server (default: as `serve` picks)")
+    p.add_argument("--batch", type=int, default=0, metavar="N", help="spawned server: `serve --batch N`")
     p.add_argument("--api-key", default=os.environ.get("VOICESTREAM_API_KEY"))
     p.add_argument("--json", action="store_true")
     return p
