@@ -17,7 +17,7 @@ import torch
 from ..config import SpecConfig
 from ..spec.acceptance import VerifyInput, verify
 from ..spec.constraint import TokenConstraint, apply_mask, masks_along, walk
-from ..spec.decoder import TokenChunk, cut_at_stop
+from ..spec.decoder import Progress, TokenChunk
 from ..spec.draft_length import DraftLength
 from ..spec.logits import SeenTokens, process_logits, to_probs
 from ..spec.randomness import DRAFT, RESAMPLE, Randomness
@@ -43,7 +43,7 @@ class Request:
         return self.closed.is_set() or (self.cancel is not None and self.cancel.is_set())
 
 
-class SessionState:
+class SessionState(Progress):
     """Committed tokens, sampling state and cache bookkeeping of one batched session.
 
     Cache invariants between ticks: the target slot holds ``seq[:-1]`` (the last
@@ -73,21 +73,14 @@ class SessionState:
         self.draft_forwards = 0
         self.slot = -1  # index in the scheduler's active list = slot in both slot models
         self.finished = False
-        req.stats.prompt_tokens = self.n_prompt
+        self.stats = req.stats
+        self.stats.prompt_tokens = self.n_prompt
         # this tick's draft
         self.cands: list[int] = []
         self.probs: list[torch.Tensor] = []
         self._dstate = None
         self._dseen: SeenTokens | None = None
         self._dwant = 0
-
-    @property
-    def generated(self) -> int:
-        return len(self.seq) - self.n_prompt
-
-    @property
-    def remaining(self) -> int:
-        return self.cfg.max_new_tokens - self.generated
 
     @property
     def speculates(self) -> bool:
@@ -154,7 +147,7 @@ class SessionState:
         base = len(self.seq)
         if k == 0:
             token = self._plain_pick(rows[0])
-            self.req.stats.record_step(0, 0, 1)
+            self.stats.record_step(0, 0, 1)
             return self._commit([token]), base
         allowed = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
         probs = torch.stack(self.probs) if self.probs else None
@@ -165,7 +158,7 @@ class SessionState:
             self.epoch += 1
         self.length.update(n, k)
         new = cands[:n] + ([token] if token is not None else [])
-        self.req.stats.record_step(k, n, len(new))
+        self.stats.record_step(k, n, len(new))
         # the slot keeps seq[:-1] + last + accepted candidates = the new seq minus its last token
         return self._commit(new), base + n
 
@@ -179,17 +172,8 @@ class SessionState:
         return self.rng.sample(to_probs(logits, self.cfg.sampling, seen), RESAMPLE, len(self.seq), 0)
 
     def _commit(self, tokens: list[int]) -> TokenChunk:
-        start = self.generated
-        out, reason, stop_token = cut_at_stop(tokens, self.stop, start, self.cfg.max_new_tokens)
-        self.seq.extend(out)
-        self.seen.add(out)
-        if self.constraint is not None:
-            self.cstate = walk(self.constraint, out, self.cstate)
-        stats = self.req.stats
-        stats.record_tokens(len(out))
-        stats.target_forwards = self.target_forwards
-        stats.draft_forwards = self.draft_forwards
-        if reason is not None:
-            stats.finish(reason)
-            self.finished = True
-        return TokenChunk(out, start, reason, stop_token)
+        self.stats.target_forwards = self.target_forwards
+        self.stats.draft_forwards = self.draft_forwards
+        chunk = super()._commit(tokens)
+        self.finished = chunk.finish_reason is not None
+        return chunk

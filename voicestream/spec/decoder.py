@@ -149,7 +149,41 @@ class SpeculativeDecoder:
             self.draft_lane.close()
 
 
-class _Generation:
+class Progress:
+    """Committed tokens and their accounting, shared by single-session and batched generations."""
+
+    seq: list[int]
+    n_prompt: int
+    cfg: SpecConfig
+    stop: frozenset[int]
+    seen: SeenTokens
+    constraint: TokenConstraint | None
+    cstate: object
+    stats: GenerationStats
+
+    def _commit(self, tokens: list[int]) -> TokenChunk:
+        """Append verified tokens, cutting at a stop id or the token budget."""
+        start = self.generated
+        out, reason, stop_token = cut_at_stop(tokens, self.stop, start, self.cfg.max_new_tokens)
+        self.seq.extend(out)
+        self.seen.add(out)
+        if self.constraint is not None:
+            self.cstate = walk(self.constraint, out, self.cstate)
+        self.stats.record_tokens(len(out))
+        if reason is not None:
+            self.stats.finish(reason)
+        return TokenChunk(out, start, reason, stop_token)
+
+    @property
+    def generated(self) -> int:
+        return len(self.seq) - self.n_prompt
+
+    @property
+    def remaining(self) -> int:
+        return self.cfg.max_new_tokens - self.generated
+
+
+class _Generation(Progress):
     """State of one generation: committed tokens, both caches, randomness, stats."""
 
     def __init__(
@@ -187,27 +221,6 @@ class _Generation:
         self.last_accepted = 0
 
     # --- bookkeeping ------------------------------------------------------------------
-    @property
-    def generated(self) -> int:
-        return len(self.seq) - self.n_prompt
-
-    @property
-    def remaining(self) -> int:
-        return self.cfg.max_new_tokens - self.generated
-
-    def _commit(self, tokens: list[int]) -> TokenChunk:
-        """Append verified tokens, cutting at a stop id or the token budget."""
-        start = self.generated
-        out, reason, stop_token = cut_at_stop(tokens, self.stop, start, self.cfg.max_new_tokens)
-        self.seq.extend(out)
-        self.seen.add(out)
-        if self.constraint is not None:
-            self.cstate = walk(self.constraint, out, self.cstate)
-        self.stats.record_tokens(len(out))
-        if reason is not None:
-            self.stats.finish(reason)
-        return TokenChunk(out, start, reason, stop_token)
-
     def _sync_stats(self) -> None:
         self.stats.target_forwards = self.target.forwards
         self.stats.draft_forwards = self.draft.forwards if self.draft is not None else 0
