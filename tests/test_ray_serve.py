@@ -31,11 +31,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def serve_urls():
-    """Two apps on one local Serve instance: 'open' (2 replicas) and '/secure' (1 replica, API key)."""
+    """Two apps on one local Serve instance: 'open' (2 replicas) and '/secure' (1 replica,
+    API key); yields their URLs and the proxy's port."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         port = _free_port()
-        common = dict(host="127.0.0.1", port=port, num_cpus=0.5, graceful_shutdown_timeout_s=20.0,
+        common = dict(host="127.0.0.1", port=port, num_cpus=0.25, graceful_shutdown_timeout_s=20.0,
                       graceful_shutdown_wait_loop_s=0.5)
         voice = ["--test-voice", "--max-sessions", "6", "--shutdown-deadline", "5"]
         url = deploy(RayServeConfig(app_name="open", num_replicas=2, **common), server_args(voice))
@@ -43,7 +44,7 @@ def serve_urls():
             RayServeConfig(app_name="secure", route_prefix="/secure", num_replicas=1, **common),
             server_args(voice + ["--api-key", API_KEY]),
         )
-        yield url, secure
+        yield url, secure, port
     finally:
         try:
             serve.shutdown()
@@ -167,3 +168,32 @@ async def test_more_sessions_than_one_replica_holds(url):
     that is full refuses with 1013, which the client retries; every session completes."""
     results = await asyncio.gather(*[VoiceStreamClient(url).synthesize(f"Session number {i}.") for i in range(8)])
     assert all(pcm.size > 0 and stats["audio_ms"] > 0 for pcm, stats in results)
+
+
+async def test_removing_an_app_lets_its_open_call_finish(serve_urls):
+    """Serve stops routing to a replica being removed but waits for its open requests: a
+    call in the middle of an utterance hears it to the end and closes normally."""
+    config = RayServeConfig(app_name="drain", route_prefix="/drain", host="127.0.0.1", port=serve_urls[2], num_cpus=0.25,
+                            graceful_shutdown_timeout_s=30.0, graceful_shutdown_wait_loop_s=0.5)
+    url = await asyncio.to_thread(deploy, config, server_args(["--test-voice", "--test-voice-pace", "0.3"]))
+    chunks: list[AudioChunk] = []
+    async with VoiceStreamClient(url).session() as s:
+        await s.send_text("This sentence is still being spoken while the replica is removed. " * 2)
+        await s.flush()
+        removal = None
+        async for item in s.events(until=("flushed",)):
+            if isinstance(item, AudioChunk):
+                chunks.append(item)
+                if removal is None:
+                    removal = asyncio.ensure_future(asyncio.to_thread(serve.delete, "drain"))
+            elif item["type"] == "done":
+                done = item
+        assert removal is not None and not removal.done()  # Serve is waiting for this call
+        await s.close()
+        assert not [i async for i in s.events()]  # a normal close, not a cut connection
+    await asyncio.wait_for(removal, 60)
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert abs(sum(len(c.samples) for c in chunks) / 16000 * 1000 - done["stats"]["audio_ms"]) < 120
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/healthz") as resp:
+            assert resp.status == 404  # gone from the proxy's routes
