@@ -14,10 +14,15 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray Serve not installed (pip install 'voicestream[ray]')")
 serve = pytest.importorskip("ray.serve")
 
-from server_util import metric, ws_client  # noqa: E402
+from server_util import metric, ws_client
 
-from voicestream.client import AudioChunk, AuthenticationError, VoiceStreamClient  # noqa: E402
-from voicestream.scale.ray_serve import REPLICA_HEADER, RayServeConfig, deploy, server_args  # noqa: E402
+from voicestream.client import AudioChunk, AuthenticationError, VoiceStreamClient
+from voicestream.scale.ray_serve import (
+    REPLICA_HEADER,
+    RayServeConfig,
+    deploy,
+    server_args,
+)
 
 pytestmark = pytest.mark.timeout(150)
 API_KEY = "s3cret"
@@ -36,8 +41,8 @@ def serve_urls():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         port = _free_port()
-        common = dict(host="127.0.0.1", port=port, num_cpus=0.25, graceful_shutdown_timeout_s=20.0,
-                      graceful_shutdown_wait_loop_s=0.5)
+        common = {"host": "127.0.0.1", "port": port, "num_cpus": 0.25, "graceful_shutdown_timeout_s": 20.0,
+                  "graceful_shutdown_wait_loop_s": 0.5}
         voice = ["--test-voice", "--max-sessions", "6", "--shutdown-deadline", "5"]
         url = deploy(RayServeConfig(app_name="open", num_replicas=2, **common), server_args(voice))
         secure = deploy(
@@ -194,6 +199,5 @@ async def test_removing_an_app_lets_its_open_call_finish(serve_urls):
     await asyncio.wait_for(removal, 60)
     assert [c.seq for c in chunks] == list(range(len(chunks)))
     assert abs(sum(len(c.samples) for c in chunks) / 16000 * 1000 - done["stats"]["audio_ms"]) < 120
-    async with aiohttp.ClientSession() as http:
-        async with http.get(url + "/healthz") as resp:
-            assert resp.status == 404  # gone from the proxy's routes
+    async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as resp:
+        assert resp.status == 404  # gone from the proxy's routes

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cli.add_arguments(srv)
     srv.set_defaults(func=serve_cli.main)
 
-    from .scale import cli as ray_cli  # parsing needs no Ray; running it imports Ray lazily
+    # parsing needs no Ray; running serve-ray imports it (and says how to install it)
+    from .scale import cli as ray_cli
 
     ray_p = sub.add_parser(
         "serve-ray", help="the same server on Ray Serve replicas (pip install 'voicestream[ray]'; docs/scaling.md)"

@@ -7,10 +7,11 @@ Modules, one job each:
   handlers unchanged instead of re-implementing the protocol in another framework.
 * :mod:`.local` -- the aiohttp server a replica runs on ``127.0.0.1:<ephemeral port>``,
   with the same graceful drain as ``voicestream serve``.
+* :mod:`.config` -- deployment settings (replicas, autoscaling, resources, draining).
 * :mod:`.ray_serve` -- the Ray Serve deployment (per-replica voice loading, autoscaling,
   health checks, draining) and :func:`~.ray_serve.deploy`.
 * :mod:`.cli` -- ``voicestream serve-ray``.
 
-Nothing here is imported by ``voicestream`` itself: Ray is an optional extra
-(``pip install 'voicestream[ray]'``).
+Ray is an optional extra (``pip install 'voicestream[ray]'``): only :mod:`.ray_serve`
+imports it, and the ``voicestream`` command imports that only when ``serve-ray`` runs.
 """

@@ -141,6 +141,7 @@ class AiohttpBridge:
         if body is None:
             await self._error(send, 413, "request body too large", "request_too_large")
             return
+        started = False
         try:
             async with self.session.request(
                 scope["method"], self._url(scope), headers=self._request_headers(scope), data=body or None,
@@ -148,15 +149,15 @@ class AiohttpBridge:
             ) as resp:
                 await send({"type": "http.response.start", "status": resp.status,
                             "headers": self._response_headers(resp.raw_headers)})
+                started = True
                 async for chunk in resp.content.iter_any():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            # before the response started: a clean 502; after: the stream is cut (the
-            # upstream died mid-body) and the client sees a truncated chunked body
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("upstream request failed: %r", exc)
-            with contextlib.suppress(Exception):
-                await self._error(send, 502, "voice server replica unavailable", "upstream_unavailable")
+            if started:  # the upstream died mid-body: end the stream unfinished, so the client sees it cut
+                raise
+            await self._error(send, 502, "voice server replica unavailable", "upstream_unavailable")
 
     async def _error(self, send: Send, status: int, message: str, code: str) -> None:
         kind = "invalid_request_error" if status < 500 else "server_error"

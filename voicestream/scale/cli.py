@@ -51,8 +51,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def ray_config(args: argparse.Namespace):
-    """The :class:`~.ray_serve.RayServeConfig` these arguments describe."""
-    from .ray_serve import AutoscalingSpec, RayServeConfig
+    """The :class:`~.config.RayServeConfig` these arguments describe (invalid: SystemExit)."""
+    try:
+        return _ray_config(args)
+    except ValueError as exc:
+        raise SystemExit(f"serve-ray: {exc}") from None
+
+
+def _ray_config(args: argparse.Namespace):
+    from .config import AutoscalingSpec, RayServeConfig
 
     autoscaling = None
     if args.min_replicas is not None or args.max_replicas is not None:
