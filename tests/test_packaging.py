@@ -15,3 +15,10 @@ def test_adapters_folder_maps_into_the_package():
     assert wheel["force-include"] == {"adapters": "voicestream/adapters"}
     assert "voicestream/adapters/__init__.py" in wheel["exclude"]
     assert cfg["project"]["scripts"]["voicestream"] == "voicestream.cli:main"
+
+
+def test_ray_extra_is_optional_and_tested_in_ci():
+    """serve-ray needs Ray Serve: an extra of its own, pulled in by the test extra CI installs."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("ray[serve]") for req in extras["ray"])
+    assert any("ray" in req.split("[", 1)[1] for req in extras["test"] if req.startswith("voicestream["))

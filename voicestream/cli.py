@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="streaming voice server (websocket + OpenAI-compatible HTTP)")
     serve_cli.add_arguments(srv)
     srv.set_defaults(func=serve_cli.main)
+
+    # parsing needs no Ray; running serve-ray imports it (and says how to install it)
+    from .scale import cli as ray_cli
+
+    ray_p = sub.add_parser(
+        "serve-ray", help="the same server on Ray Serve replicas (pip install 'voicestream[ray]'; docs/scaling.md)"
+    )
+    ray_cli.add_arguments(ray_p)
+    ray_p.set_defaults(func=ray_cli.main)
     return parser
 
 
