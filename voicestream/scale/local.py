@@ -36,9 +36,9 @@ class LocalVoiceServer:
         """Load the voices and config from ``voicestream serve`` arguments (once per replica)."""
         import torch
 
-        from ..server.cli import build_config, load_voices
+        from ..server.cli import build_config, load_voices, torch_threads
 
-        torch.set_num_threads(args.torch_threads)
+        torch.set_num_threads(torch_threads(args))
         logging.getLogger("voicestream").setLevel(str(args.log_level).upper())
         config = replace(build_config(args), host="127.0.0.1", port=0)  # loopback only: the bridge is the way in
         return cls(VoiceServer(config, load_voices(args)))
