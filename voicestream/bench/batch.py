@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from ..batch import BatchConfig
+
 TEXTS = (
     "Your order shipped this morning and should arrive on Thursday.",
     "I can move your appointment to four thirty, if that works for you.",
@@ -139,12 +141,12 @@ def run_level(voice, mode: str, n: int, args: argparse.Namespace, cfg_for) -> Le
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    from ..batch import BatchConfig
     from ..voice import Voice
 
     target, draft, desc = build_models(args)
     per_session = Voice(target, draft)
-    batched = Voice(target, draft, batch=BatchConfig(max_batch=args.max_batch, warmup_tokens=args.warmup_tokens))
+    batched = Voice(target, draft, batch=BatchConfig(max_batch=args.max_batch, warmup_tokens=args.warmup_tokens,
+                                                      priority_burst=args.priority_burst))
 
     def cfg_for(text: str):
         return per_session.spec_config.with_(max_new_tokens=args.max_new_tokens, gamma=args.gamma)
@@ -208,6 +210,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arrival-window", type=float, default=2.0, help="callers' first requests spread over this many s")
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--warmup-tokens", type=int, default=16)
+    p.add_argument("--priority-burst", type=int, default=BatchConfig.priority_burst)
     p.add_argument("--gamma", type=int, default=4)
     p.add_argument("--threads", type=int, default=None, help="batched mode's intra-op threads (default: all)")
     p.add_argument("--timeout", type=float, default=900.0, help="per level and mode, seconds")
