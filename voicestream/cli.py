@@ -28,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_arguments(say_p)
     say_p.set_defaults(func=say.main)
 
+    from .voice import evaluate as eval_quality
+
+    ev = sub.add_parser("eval", help="evaluations of a voice")
+    ev_sub = ev.add_subparsers(dest="eval", required=True)
+    q = ev_sub.add_parser("quality", help="WER, DNSMOS, speaker similarity and speed: plain vs each acceptance rule")
+    eval_quality.add_arguments(q)
+    q.set_defaults(func=eval_quality.main)
+
     from . import distill
 
     dist = sub.add_parser("distill", help="build and train a draft for any target on its own generations")

