@@ -22,3 +22,25 @@ def test_distill_raises_acceptance_and_resumes(tmp_path):
     assert cli_main(base + ["--steps", "50", "--resume"]) == 0
     second = json.loads((out / "acceptance.json").read_text())
     assert second["step"] == 50  # continued from 40, not from 0
+
+
+def test_distill_a_voice_target_uses_text_prompts_and_its_grammar(tmp_path):
+    """A voicestream voice LM: prompts are sentences, generations follow the slot grammar."""
+    import torch
+
+    from voicestream.voice.presets import PRESETS, build_model
+    from voicestream.voice.vocab import VoiceVocab
+
+    vocab = VoiceVocab()
+    build_model(PRESETS["tiny"][0], vocab, seed=5).save_pretrained(tmp_path / "voice")
+    out = tmp_path / "run"
+    assert cli_main(["distill", "--target", str(tmp_path / "voice"), "--out", str(out), "--n-prompts", "10",
+                     "--gen-tokens", "60", "--layers", "1", "--hidden", "32", "--steps", "10",
+                     "--eval-tokens", "30"]) == 0
+    data = torch.load(out / "data.pt")
+    for seq, n in zip(data["train"], data["prompt_lens"]):
+        assert seq[:n][0] == vocab.bos_id and seq[n - 1] == vocab.audio_start_id  # a text prompt
+        vocab.grammar.run(seq)  # strict: every generated token is legal for its slot
+        assert len(seq) > n
+    report = json.loads((out / "acceptance.json").read_text())
+    assert report["acceptance_after"]["prompts"] == 1

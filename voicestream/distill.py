@@ -41,11 +41,30 @@ def draft_config(target_config, layers: int, hidden: int | None):
     return cfg
 
 
-def read_prompts(args: argparse.Namespace, vocab: int) -> list[list[int]]:
-    """Prompts from a file (one per line: text if the target has a tokenizer, else ids) or
-    a seeded default set of random token prompts."""
+def voice_of(target):
+    """``(vocab, constraint)`` when ``target`` is a voicestream voice LM, else ``(None, None)``.
+
+    A voice's prompts are text, and its generations must follow the slot grammar (and the
+    prompt's text), exactly as :class:`~voicestream.voice.Voice` decodes: the draft learns
+    and is measured on what it will really be asked to draft.
+    """
+    raw = getattr(target.config, "voicestream_vocab", None)
+    if not raw:
+        return None, None
+    from .voice.masking import TextFollowing
+    from .voice.vocab import VoiceVocab
+
+    vocab = VoiceVocab.from_dict(raw)
+    return vocab, TextFollowing(vocab)
+
+
+def read_prompts(args: argparse.Namespace, vocab: int, voice=None) -> list[list[int]]:
+    """Prompts from a file (one per line: text if the target has a tokenizer or is a voice,
+    else ids) or a seeded default set: sentences for a voice, random token prompts otherwise."""
     if args.prompts:
         lines = [ln.strip() for ln in Path(args.prompts).read_text().splitlines() if ln.strip()]
+        if voice is not None:
+            return [voice.prompt_for(ln) for ln in lines]
         try:
             return [[int(t) for t in ln.replace(",", " ").split()] for ln in lines]
         except ValueError:
@@ -53,31 +72,47 @@ def read_prompts(args: argparse.Namespace, vocab: int) -> list[list[int]]:
 
             tok = AutoTokenizer.from_pretrained(args.target, local_files_only=True)
             return [tok(ln)["input_ids"] for ln in lines]
+    if voice is not None:
+        from .voice.sentences import sentences
+
+        # a seed of its own, so the default prompts are not the voice corpus's sentences
+        return [voice.prompt_for(t) for t in sentences(args.n_prompts, seed=10_000 + args.seed)]
     rng = random.Random(args.seed)
     return [[rng.randrange(vocab) for _ in range(8)] for _ in range(args.n_prompts)]
 
 
-def generate_data(target, prompts: list[list[int]], n_tokens: int, seed: int) -> list[list[int]]:
+def generate_data(target, prompts: list[list[int]], n_tokens: int, seed: int, constraint=None) -> list[list[int]]:
     """The target's own sampled continuations (what the draft must learn to predict)."""
     dec = SpeculativeDecoder(target)
     cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=n_tokens)
     out = []
     for i, p in enumerate(tqdm(prompts, desc="target generations")):
-        toks = [t for c in dec.generate(p, cfg.with_(seed=seed + i)) for t in c.tokens]
+        toks = [t for c in dec.generate(p, cfg.with_(seed=seed + i), constraint=constraint) for t in c.tokens]
         out.append(p + toks)
     return out
 
 
-def measure_acceptance(target, draft, prompts: list[list[int]], n_tokens: int) -> dict:
+def measure_acceptance(target, draft, prompts: list[list[int]], n_tokens: int, constraint=None) -> dict:
     dec = SpeculativeDecoder(target, draft)
     cfg = SpecConfig(max_new_tokens=n_tokens, gamma=4, draft_length="fixed")
     new = forwards = 0
     for p in prompts:
         st = GenerationStats()
-        list(dec.generate(p, cfg, stats=st))
+        list(dec.generate(p, cfg, stats=st, constraint=constraint))
         new, forwards = new + st.new_tokens, forwards + st.target_forwards
     dec.close()
     return {"mean_accepted_per_target_forward": round(new / max(forwards, 1), 3), "prompts": len(prompts)}
+
+
+def padded_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and their attention mask (generations of a voice end at different lengths)."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
 
 
 def distill(args: argparse.Namespace) -> dict:
@@ -86,15 +121,19 @@ def distill(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     target = load_causal_lm(args.target)
     vocab = target.config.vocab_size
+    voice, constraint = voice_of(target)
+    pad_id = target.config.pad_token_id if target.config.pad_token_id is not None else 0
     data_path, state_path, draft_dir = out / "data.pt", out / "state.pt", out / "draft"
     if data_path.exists():
         data = torch.load(data_path)
     else:
-        prompts = read_prompts(args, vocab)
-        data = {"train": generate_data(target, prompts, args.gen_tokens, args.seed)}
+        prompts = read_prompts(args, vocab, voice)
+        data = {"train": generate_data(target, prompts, args.gen_tokens, args.seed, constraint),
+                "prompt_lens": [len(p) for p in prompts]}
         torch.save(data, data_path)
     seqs = data["train"]
-    held = seqs[: max(1, len(seqs) // 10)]
+    n_held = max(1, len(seqs) // 10)
+    held = [s[:n] for s, n in zip(seqs[:n_held], data.get("prompt_lens", [8] * n_held))]
     if args.resume and state_path.exists():
         draft = load_causal_lm(draft_dir)
         state = torch.load(state_path)
@@ -103,7 +142,7 @@ def distill(args: argparse.Namespace) -> dict:
 
         draft = AutoModelForCausalLM.from_config(draft_config(target.config, args.layers, args.hidden))
         state = None
-    before = measure_acceptance(target, draft.eval(), [s[:8] for s in held], args.eval_tokens)
+    before = measure_acceptance(target, draft.eval(), held, args.eval_tokens, constraint)
     opt = torch.optim.AdamW(draft.parameters(), lr=args.lr)
     step = 0
     if state is not None:
@@ -115,11 +154,12 @@ def distill(args: argparse.Namespace) -> dict:
     bar = tqdm(total=args.steps, initial=step, desc="distill")
     loss_val = first_loss = float("nan")
     while step < args.steps and time.monotonic() < deadline:
-        batch = torch.tensor([seqs[rng.randrange(len(seqs))] for _ in range(args.batch)])
+        batch, mask = padded_batch([seqs[rng.randrange(len(seqs))] for _ in range(args.batch)], pad_id)
         with torch.no_grad():
-            t_logp = F.log_softmax(target(batch).logits.float(), -1)
-        d_logp = F.log_softmax(draft(batch).logits.float(), -1)
-        loss = F.kl_div(d_logp, t_logp, log_target=True, reduction="batchmean") / batch.shape[1]
+            t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
+        d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)
+        kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)  # per position
+        loss = (kl * mask).sum() / mask.sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -135,7 +175,7 @@ def distill(args: argparse.Namespace) -> dict:
     bar.close()
     draft.save_pretrained(draft_dir)
     torch.save({"optimizer": opt.state_dict(), "step": step}, state_path)
-    after = measure_acceptance(target, draft.eval(), [s[:8] for s in held], args.eval_tokens)
+    after = measure_acceptance(target, draft.eval(), held, args.eval_tokens, constraint)
     report = {"step": step, "kl_first": first_loss, "kl": loss_val, "acceptance_before": before, "acceptance_after": after,
               "draft_params": sum(p.numel() for p in draft.parameters()), "draft_dir": str(draft_dir)}
     (out / "acceptance.json").write_text(json.dumps(report, indent=2))
@@ -145,7 +185,7 @@ def distill(args: argparse.Namespace) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, help="target checkpoint directory")
     p.add_argument("--out", required=True, help="output directory (data, draft/, state, acceptance.json)")
-    p.add_argument("--prompts", help="file of prompts, one per line (text, or token ids)")
+    p.add_argument("--prompts", help="file of prompts, one per line (text, or token ids; text for a voice)")
     p.add_argument("--n-prompts", type=int, default=200, help="default prompt set size")
     p.add_argument("--gen-tokens", type=int, default=128, help="target tokens generated per prompt")
     p.add_argument("--layers", type=int, default=2)
