@@ -115,3 +115,19 @@ def test_voice_end_to_end_pcm_matches_tokens(with_draft):
     assert np.array_equal(res.audio, audio) and res.sample_rate == 8000
     assert res.stats.accepted_per_target_forward > 0
     voice.close()
+
+
+def test_bf16_autocast_defaults_to_what_the_device_computes_natively():
+    """bf16 is emulated (~13x slower) on CPUs without AVX512-BF16/AMX: never the default there."""
+    import argparse
+
+    from voicestream.models import compute_dtype, native_bf16
+    from voicestream.voice.loop import add_loop_arguments, loop_overrides
+
+    ap = argparse.ArgumentParser()
+    add_loop_arguments(ap)
+    assert loop_overrides(ap.parse_args([]))["bf16"] == native_bf16("cpu")
+    assert loop_overrides(ap.parse_args(["--bf16"]))["bf16"] is True
+    assert loop_overrides(ap.parse_args(["--no-bf16"]))["bf16"] is False
+    assert compute_dtype("cpu") == (torch.bfloat16 if native_bf16("cpu") else torch.float32)
+    assert native_bf16("meta") is False

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import SamplingConfig, SpecConfig
-from ..models import load_causal_lm, refined_pair
+from ..models import compute_dtype, load_causal_lm, refined_pair
 from ..spec import GenerationStats, SpeculativeDecoder
 
 
@@ -39,6 +39,8 @@ class MethodResult:
 
 
 def build_pair(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, str]:
+    if args.dtype == "auto":
+        args.dtype = str(compute_dtype("cpu")).removeprefix("torch.")
     if args.target:
         if not args.draft:
             raise SystemExit("--target needs --draft (or use the built-in --pair)")
@@ -216,7 +218,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     p.add_argument("--draft-threads", type=int, default=1, help="CPU threads of the draft lane (pipelined)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16")
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"], default="auto",
+                   help="auto: bfloat16 where the CPU computes it natively, else float32")
     p.add_argument(
         "--no-compare-draft-length", dest="compare_draft_length", action="store_false",
         help="skip the fixed/heuristic/confidence comparison rows",

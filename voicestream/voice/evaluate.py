@@ -240,13 +240,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..codec import default_codec
-    from ..models import load_causal_lm
+    from ..models import compute_dtype, load_causal_lm
     from ..say import resolve_voice_dirs
 
     torch.set_num_threads(args.threads)
     target_dir, draft_dir = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
-    target = load_causal_lm(target_dir)
-    draft = load_causal_lm(draft_dir) if draft_dir is not None else None
+    target = load_causal_lm(target_dir, dtype=compute_dtype("cpu"))
+    draft = load_causal_lm(draft_dir, dtype=compute_dtype("cpu")) if draft_dir is not None else None
     betas = tuple(float(b) for b in str(args.betas).split(",") if b.strip())
     conditions = default_conditions(temperature=args.temperature, top_k=args.top_k, betas=betas, draft=draft is not None)
     if args.conditions:

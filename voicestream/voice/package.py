@@ -2,8 +2,9 @@
 
 Run: ``python -m voicestream.voice.package --target runs/target/model --draft runs/draft/model``
 
-Why bf16: the shipped weights must stay well under 50 MB in the repository, and this
-CPU runs bf16 matmuls about twice as fast as fp32 (the voice decodes in bf16).  Only
+Why bf16: the shipped weights must stay well under 50 MB in the repository.  The voice
+computes in bf16 where the CPU does so natively and upcasts to float32 elsewhere
+(:func:`voicestream.models.compute_dtype`).  Only
 ``config.json``, ``generation_config.json`` and ``model.safetensors`` are written: the
 optimiser state of a training checkpoint stays behind.
 """

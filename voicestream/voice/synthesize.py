@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..config import SamplingConfig, SpecConfig
-from ..models import load_causal_lm
+from ..models import compute_dtype, load_causal_lm
 from ..batch import make_decoder
 from ..spec.decoder import TokenChunk
 from ..spec.stats import GenerationStats
@@ -186,13 +186,19 @@ class Voice:
 
     @classmethod
     def load(
-        cls, target_dir: str | Path, draft_dir: str | Path | None = None, *, threads: int | None = None, **kwargs
+        cls, target_dir: str | Path, draft_dir: str | Path | None = None, *, threads: int | None = None,
+        dtype: torch.dtype | None = None, **kwargs
     ) -> Voice:
-        """Load HF-layout checkpoints (e.g. ``runs/target/model``) from disk."""
+        """Load HF-layout checkpoints (e.g. ``runs/target/model``) from disk.
+
+        ``dtype`` defaults to :func:`~voicestream.models.compute_dtype`: bf16 where the CPU
+        has native bf16, else float32 (the shipped bf16 weights are upcast on AVX2 CPUs).
+        """
         if threads:
             torch.set_num_threads(threads)
-        target = load_causal_lm(target_dir)
-        draft = load_causal_lm(draft_dir) if draft_dir is not None else None
+        dtype = dtype or compute_dtype("cpu")
+        target = load_causal_lm(target_dir, dtype=dtype)
+        draft = load_causal_lm(draft_dir, dtype=dtype) if draft_dir is not None else None
         return cls(target, draft, **kwargs)
 
     @property
