@@ -202,6 +202,40 @@ def test_newcomer_gets_priority_ticks_for_its_first_tokens(pair64):
     assert toks_p[:12] == toks_n[:12] == hf_greedy(target, [50, 51], 12)
 
 
+def test_lead_aware_priority_runs_past_the_burst_only_while_speakers_have_audio_in_hand(pair64):
+    """With a real-time rate, a newcomer gets uninterrupted priority ticks while every speaking
+    session keeps ``min_lead_s`` of audio ahead of playback; once a speaker falls behind,
+    full ticks interleave again after the guaranteed burst."""
+    target, draft = pair64
+    cfg = SpecConfig(gamma=2, draft_length="fixed", max_new_tokens=400, stop_ids=[-1])
+
+    def full_ticks_until_warm(rate: float) -> int:
+        dec = BatchedDecoder(target, draft, config=BatchConfig(warmup_tokens=12, priority_burst=1,
+                                                               realtime_tokens_per_s=rate, min_lead_s=0.5),
+                             autostart=False)
+        old = [dec.submit([i + 1], cfg) for i in range(4)]
+        for _ in range(3):
+            dec.step()
+        assert all(r.stats.first_token_at is not None for r in old)
+        new = dec.submit([50, 51], cfg)
+        full = 0
+        for _ in range(100):
+            if new.stats.new_tokens >= 12:
+                break
+            before = dec.priority_ticks
+            dec.step()
+            full += dec.priority_ticks == before
+        dec.close()
+        return full
+
+    # a tiny rate: a few tokens are seconds of audio, so the speakers are far ahead of playback
+    assert full_ticks_until_warm(rate=0.01) == 1  # one full tick while the speakers still warm up too
+    # a huge rate: the speakers are behind real time, so full ticks keep interleaving
+    assert full_ticks_until_warm(rate=1e6) >= 2
+    with pytest.raises(ValueError):
+        BatchConfig(realtime_tokens_per_s=0)
+
+
 def test_max_batch_caps_the_batch_and_waiting_sessions_join_later(pair64):
     target, draft = pair64
     dec = BatchedDecoder(target, draft, config=BatchConfig(max_batch=2), autostart=False)

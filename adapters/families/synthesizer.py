@@ -59,7 +59,8 @@ class FamilySynthesizer:
         self.draft = resolve_draft(self.target, draft)
         # batch (a BatchConfig): every session shares one batched decoder (voicestream.batch)
         self.decoder = make_decoder(
-            self.target, self.draft, batch=batch, draft_cpu_threads=draft_cpu_threads, lean_draft=lean_draft
+            self.target, self.draft, batch=batch, draft_cpu_threads=draft_cpu_threads, lean_draft=lean_draft,
+            realtime_tokens_per_s=adapter.frame_rate_hz * adapter.layout.tokens_per_frame,
         )
         self.vocab_size = output_vocab_size(self.target)
         device = next(self.target.parameters()).device

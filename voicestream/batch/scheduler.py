@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -56,12 +57,22 @@ class BatchConfig:
     needs); up to ``priority_burst`` of them run back to back before the next full tick,
     so warm sessions are delayed by a few small ticks at most. ``priority`` turns priority
     ticks off for plain round-robin batching.
+
+    ``realtime_tokens_per_s`` (tokens per second of audio; a voice fills it in from its
+    codec) makes priority *lead-aware*: a speaking session played back in real time from
+    its first token has ``generated / rate - elapsed`` seconds of audio in hand, and
+    priority ticks go on past ``priority_burst`` while every speaking session keeps at
+    least ``min_lead_s`` of it. Newcomers then reach their first audio without waiting
+    for full ticks whenever the others can afford it, and never at the cost of an
+    audible gap (under overload the burst count is still guaranteed to newcomers).
     """
 
     max_batch: int = 32
     warmup_tokens: int = 16
     priority: bool = True
     priority_burst: int = 4
+    realtime_tokens_per_s: float | None = None
+    min_lead_s: float = 0.3
     idle_poll_s: float = 0.5
 
     def __post_init__(self) -> None:
@@ -69,6 +80,10 @@ class BatchConfig:
             raise ValueError("max_batch must be at least 1")
         if self.warmup_tokens < 0 or self.priority_burst < 1:
             raise ValueError("warmup_tokens must be >= 0 and priority_burst >= 1")
+        if self.realtime_tokens_per_s is not None and self.realtime_tokens_per_s <= 0:
+            raise ValueError("realtime_tokens_per_s must be positive")
+        if self.min_lead_s < 0:
+            raise ValueError("min_lead_s must be >= 0")
 
 
 class BatchedDecoder:
@@ -213,7 +228,7 @@ class BatchedDecoder:
             return False
         warm = [s for s in self.active if s.generated < self.config.warmup_tokens]
         cfg = self.config
-        if cfg.priority and warm and len(warm) < len(self.active) and self._burst < cfg.priority_burst:
+        if cfg.priority and warm and len(warm) < len(self.active) and self._may_prioritise():
             rows = warm
             self._burst += 1
             self.priority_ticks += 1
@@ -222,6 +237,22 @@ class BatchedDecoder:
         self.ticks += 1
         self.rows_run += len(rows)
         self._tick(rows)
+        return True
+
+    def _may_prioritise(self) -> bool:
+        """Another priority tick: within the guaranteed burst, or while every speaking
+        session keeps ``min_lead_s`` of audio ahead of real-time playback."""
+        cfg = self.config
+        if self._burst < cfg.priority_burst:
+            return True
+        if cfg.realtime_tokens_per_s is None:
+            return False
+        now = time.perf_counter()
+        for s in self.active:
+            t0 = s.stats.first_token_at
+            if s.generated >= cfg.warmup_tokens and t0 is not None:
+                if s.generated / cfg.realtime_tokens_per_s - (now - t0) < cfg.min_lead_s:
+                    return False
         return True
 
     def _admit(self) -> None:

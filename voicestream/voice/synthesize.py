@@ -181,7 +181,8 @@ class Voice:
         self.target = target.eval()
         self.draft = draft.eval() if draft is not None else None
         # batch (a BatchConfig): all utterances share one batched decoder (voicestream.batch)
-        self.decoder = make_decoder(self.target, self.draft, batch=batch, draft_cpu_threads=draft_cpu_threads)
+        self.decoder = make_decoder(self.target, self.draft, batch=batch, draft_cpu_threads=draft_cpu_threads,
+                                    realtime_tokens_per_s=codec.spec.tokens_per_second)
         self.spec_config = spec_config or self.default_spec_config()
 
     @classmethod
