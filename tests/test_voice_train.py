@@ -1,5 +1,7 @@
 """Training, exact resume, distillation and end-to-end synthesis with tiny models."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,24 @@ def test_bf16_autocast_defaults_to_what_the_device_computes_natively():
     assert loop_overrides(ap.parse_args(["--no-bf16"]))["bf16"] is False
     assert compute_dtype("cpu") == (torch.bfloat16 if native_bf16("cpu") else torch.float32)
     assert native_bf16("meta") is False
+
+
+def test_recipe_builds_a_voice_end_to_end_and_resumes(tiny_corpus, tmp_path):
+    """One command: target, draft, acceptance, installed as a loadable voice; a second call resumes."""
+    from voicestream.voice.recipe import main as recipe
+
+    out, dst = tmp_path / "run", tmp_path / "voice"
+    base = ["--out", str(out), "--corpus", str(tiny_corpus), "--target-preset", "tiny", "--draft-preset", "tiny",
+            "--device", "cpu", "--no-bf16", "--threads", "1", "--no-progress", "--eval-prompts", "1",
+            "--eval-max-tokens", "40", "--install", "--install-dir", str(dst)]
+    assert recipe(base + ["--max-steps", "3"]) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert first["target"]["step"] == 3 and first["draft"]["step"] == 3
+    assert first["acceptance"]["accepted_per_target_forward"] >= 1.0
+    voice = Voice.load(dst / "target", dst / "draft")
+    res = voice.synthesize("hi there.", voice.spec_config.with_(max_new_tokens=60))
+    voice.close()
+    assert res.audio.size > 0 and res.stats.accepted_per_target_forward >= 1.0
+    assert recipe(base + ["--max-steps", "5"]) == 0
+    second = json.loads((out / "summary.json").read_text())
+    assert second["target"]["resumed_at_step"] == 3 and second["target"]["step"] == 5
