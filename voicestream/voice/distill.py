@@ -19,16 +19,18 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..config import SamplingConfig, SpecConfig
 from ..models import load_causal_lm
 from ..spec.decoder import SpeculativeDecoder
 from ..spec.stats import GenerationStats
-from .data import encode_utterances, masked_logits
+from .data import encode_utterances
 from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
 from .masking import TextFollowing
 from .presets import build_model, count_parameters, preset
 from .shards import Corpus
+from .slot_logits import group_logits, hidden_and_head, position_groups, scatter
 from .vocab import VoiceVocab
 
 __all__ = ["distill_loss", "main", "make_distiller", "measure_acceptance"]
@@ -36,7 +38,6 @@ __all__ = ["distill_loss", "main", "make_distiller", "measure_acceptance"]
 
 def distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: float = 1.0, ce_weight: float = 0.0):
     """Loss function for :class:`Trainer` training a draft against a frozen ``target``."""
-    allowed = vocab.grammar.allowed
     target.eval()
     moved: list[torch.device] = []
     for p in target.parameters():
@@ -47,30 +48,38 @@ def distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: flo
         if not moved or moved[0] != dev:  # the frozen target follows the batches' device
             target.to(dev)
             moved[:] = [dev]
-        kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         states = batch["states"][:, :-1]
+        labels = ids[:, 1:].reshape(-1)
+        where = position_groups(states, vocab)  # both models' logits over each position's legal ids
         with torch.no_grad():
-            t_logits = masked_logits(target(**kw).logits[:, :-1].float(), states, allowed)
-            t_logp = torch.log_softmax(t_logits / temperature, -1)
-        d_logits = masked_logits(model(**kw).logits[:, :-1].float(), states, allowed)
-        d_logp = torch.log_softmax(d_logits / temperature, -1)
+            t_hidden, t_head = hidden_and_head(target, ids, mask)
+            t_groups = group_logits(t_hidden[:, :-1], t_head, states, vocab, where)
+        d_hidden, d_head = hidden_and_head(model, ids, mask)
+        d_groups = group_logits(d_hidden[:, :-1], d_head, states, vocab, where)
+        parts: dict[str, list[torch.Tensor]] = {"kl": [], "ce": [], "t_ce": [], "agree": []}
+        for t, d in zip(t_groups, d_groups):
+            y = labels[d.index] - d.offset
+            t_logp = torch.log_softmax(t.logits / temperature, -1)
+            d_logp = torch.log_softmax(d.logits / temperature, -1)
+            parts["kl"].append((t_logp.exp() * (t_logp - d_logp)).sum(-1))
+            parts["ce"].append(F.cross_entropy(d.logits, y, reduction="none"))
+            with torch.no_grad():
+                parts["t_ce"].append(F.cross_entropy(t.logits, y, reduction="none"))
+                parts["agree"].append((d.logits.argmax(-1) == t.logits.argmax(-1)).float())
+        kl, ce, t_ce, agree = (scatter(d_groups, parts[k], labels.numel()).view_as(states)
+                               for k in ("kl", "ce", "t_ce", "agree"))
         w = (batch["weights"][:, 1:] == 1.0).float()  # audio part only: what the draft drafts
-        kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)
         denom = w.sum().clamp_min(1.0)
         kl_mean = (kl * w).sum() / denom
-        labels = batch["input_ids"][:, 1:]
-        ce = torch.nn.functional.cross_entropy(d_logits.transpose(1, 2), labels, reduction="none")
         ce_mean = (ce * w).sum() / denom
         loss = kl_mean * temperature**2 + ce_weight * ce_mean
-        with torch.no_grad():
-            agree = (d_logits.argmax(-1) == t_logits.argmax(-1)).float()
-            t_ce = torch.nn.functional.cross_entropy(t_logits.transpose(1, 2), labels, reduction="none")
-            metrics = {
-                "kl": float(kl_mean),
-                "draft_nll": float(ce_mean),
-                "target_nll": float((t_ce * w).sum() / denom),
-                "argmax_agree": float((agree * w).sum() / denom),
-            }
+        metrics = {
+            "kl": float(kl_mean.detach()),
+            "draft_nll": float(ce_mean.detach()),
+            "target_nll": float((t_ce * w).sum() / denom),
+            "argmax_agree": float((agree * w).sum() / denom),
+        }
         return loss, metrics
 
     return loss_fn

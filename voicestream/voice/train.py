@@ -19,27 +19,35 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..models import load_causal_lm
-from .data import encode_utterances, masked_logits
+from .data import encode_utterances
 from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
 from .presets import build_model, count_parameters, preset
 from .shards import Corpus
+from .slot_logits import group_logits, hidden_and_head, scatter
 from .vocab import VoiceVocab
 
 __all__ = ["grammar_loss", "main", "make_trainer"]
 
 
 def grammar_loss(vocab: VoiceVocab):
-    """Loss function for :class:`Trainer`: weighted grammar-masked next-token CE."""
-    allowed = vocab.grammar.allowed
+    """Loss function for :class:`Trainer`: weighted grammar-masked next-token CE.
+
+    Computed over each position's legal ids only (:mod:`~voicestream.voice.slot_logits`):
+    the same value as a softmax over all ids with illegal ones masked, at about half the
+    cost of a step on a CPU.
+    """
 
     def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        logits = masked_logits(out.logits[:, :-1].float(), batch["states"][:, :-1], allowed)
-        labels = batch["input_ids"][:, 1:]
+        hidden, head = hidden_and_head(model, batch["input_ids"], batch["attention_mask"])
+        states = batch["states"][:, :-1]
+        labels = batch["input_ids"][:, 1:].reshape(-1)
+        groups = group_logits(hidden[:, :-1], head, states, vocab)
+        nll = scatter(groups, [F.cross_entropy(g.logits, labels[g.index] - g.offset, reduction="none")
+                               for g in groups], labels.numel()).view_as(states)
         w = batch["weights"][:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
         loss = (nll * w).sum() / w.sum().clamp_min(1e-6)
         with torch.no_grad():
             audio = (w == 1.0).float()
