@@ -110,7 +110,8 @@ def test_batched_greedy_equals_each_session_alone(pair64):
                                  sampling=SamplingConfig(temperature=0.0, repetition_penalty=1.4))),
     ]
     jobs = [(at, p, c, None) for at, p, c in jobs]
-    dec = BatchedDecoder(target, draft, config=BatchConfig(max_batch=8, warmup_tokens=6), autostart=False)
+    dec = BatchedDecoder(target, draft, config=BatchConfig(max_batch=8, warmup_tokens=6, tick_token_budget=0),
+                         autostart=False)
     outs, stats = run_manual(dec, jobs)
     for (_, prompt, cfg, _), out, st in zip(jobs, outs, stats):
         pen = cfg.sampling.repetition_penalty
@@ -119,6 +120,19 @@ def test_batched_greedy_equals_each_session_alone(pair64):
         assert st.finish_reason == "length" and st.new_tokens == cfg.max_new_tokens
         assert st.mean_accepted_per_target_forward > 1.2  # it really speculated
     assert dec.priority_ticks > 0 and dec.active == [] and dec.target.live == 0
+
+    # a tick token budget shortens drafts as the batch grows, never the output
+    capped = BatchedDecoder(target, draft, config=BatchConfig(max_batch=8, warmup_tokens=6, tick_token_budget=8),
+                            autostart=False)
+    widths = []
+    orig = capped.target.forward
+    capped.target.forward = lambda slots, feeds, **kw: (widths.append((len(feeds), max(map(len, feeds)))),
+                                                       orig(slots, feeds, **kw))[1]
+    outs_capped, _ = run_manual(capped, jobs)
+    assert outs_capped == outs
+    verifies = [w for n, w in widths if n >= 3]  # verify forwards of 3+ sessions (prefills are 1-2 rows here)
+    assert verifies and max(verifies) <= max(2, 8 // 3)  # the last token + a draft of at most 8 // rows - 1
+    assert BatchedDecoder(target, draft, autostart=False).tick_token_budget == 48  # the CPU default
 
 
 def test_batched_stops_at_eos_inside_an_accepted_chunk(pair64):

@@ -65,6 +65,15 @@ class BatchConfig:
     least ``min_lead_s`` of it. Newcomers then reach their first audio without waiting
     for full ticks whenever the others can afford it, and never at the cost of an
     audible gap (under overload the burst count is still guaranteed to newcomers).
+
+    ``tick_token_budget`` caps each session's draft in a tick at
+    ``budget // rows - 1`` tokens (at least 1), so the verify forward stays near that many
+    tokens however many sessions are live. A newcomer first waits for the tick in flight,
+    and on a compute-bound device a 16-session tick of 12-token drafts is long; at high
+    batch sizes long drafts also buy little, since a rejected tail costs every row's
+    share of a full forward. Measured here (2-core CPU, 16 sessions): 48 raised batched
+    throughput from 460 to 700 tokens/s. ``None`` picks 48 on a CPU and no cap on an
+    accelerator (where verifying more tokens per forward is nearly free); ``0``: no cap.
     """
 
     max_batch: int = 32
@@ -73,6 +82,7 @@ class BatchConfig:
     priority_burst: int = 4
     realtime_tokens_per_s: float | None = None
     min_lead_s: float = 0.3
+    tick_token_budget: int | None = None  # None: 48 on a CPU, unlimited on an accelerator; 0: unlimited
     idle_poll_s: float = 0.5
 
     def __post_init__(self) -> None:
@@ -84,6 +94,8 @@ class BatchConfig:
             raise ValueError("realtime_tokens_per_s must be positive")
         if self.min_lead_s < 0:
             raise ValueError("min_lead_s must be >= 0")
+        if self.tick_token_budget is not None and self.tick_token_budget != 0 and self.tick_token_budget < 2:
+            raise ValueError("tick_token_budget must be 0 (no cap) or at least 2")
 
 
 class BatchedDecoder:
@@ -113,6 +125,8 @@ class BatchedDecoder:
         self.target = SlotModel(target, slots=self.config.max_batch)
         self.draft = SlotModel(draft, slots=self.config.max_batch) if draft is not None else None
         self.device = self.target.device
+        budget = self.config.tick_token_budget
+        self.tick_token_budget = (48 if self.device.type == "cpu" else 0) if budget is None else budget
         self.active: list[SessionState] = []  # active[i] owns slot i in both models
         self.waiting: deque[Request] = deque()
         self._cond = threading.Condition()
@@ -330,10 +344,12 @@ class BatchedDecoder:
 
     def _draft(self, rows: list[SessionState], failed: list[SessionState]) -> None:
         going, feeds = [], []
+        budget = self.tick_token_budget
+        cap = max(1, budget // len(rows) - 1) if budget else None
         for s in rows:
             s.cands, s.probs = [], []
             if s.speculates:
-                keep, fresh = s.draft_catch_up()
+                keep, fresh = s.draft_catch_up(cap)
                 self.draft.truncate(s.slot, keep)
                 going.append(s)
                 feeds.append(fresh)

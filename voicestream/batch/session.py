@@ -87,8 +87,9 @@ class SessionState(Progress):
         return self.has_draft and self.remaining > 0
 
     # --- draft ----------------------------------------------------------------------
-    def draft_catch_up(self) -> tuple[int, list[int]]:
-        """Start this tick's draft: (how much of the draft slot to keep, what to feed it)."""
+    def draft_catch_up(self, cap: int | None = None) -> tuple[int, list[int]]:
+        """Start this tick's draft, of at most ``cap`` tokens: (how much of the draft slot to
+        keep, what to feed it)."""
         toks, seq = self.draft_tokens, self.seq
         keep = 0
         n = min(len(toks), len(seq) - 1)
@@ -97,7 +98,7 @@ class SessionState(Progress):
         del toks[keep:]
         fresh = seq[keep:]
         toks.extend(fresh)
-        self._dwant = min(self.length.gamma, self.remaining)
+        self._dwant = min(self.length.gamma, self.remaining, cap or self.remaining)
         self._dstate = self.cstate
         self._dseen = SeenTokens(self.vocab_size, self.cfg.sampling.repetition_penalty, self.device)
         self._dseen.add(self.seq)

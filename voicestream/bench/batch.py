@@ -146,7 +146,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     target, draft, desc = build_models(args)
     per_session = Voice(target, draft)
     batched = Voice(target, draft, batch=BatchConfig(max_batch=args.max_batch, warmup_tokens=args.warmup_tokens,
-                                                      priority_burst=args.priority_burst, min_lead_s=args.min_lead_s))
+                                                      priority_burst=args.priority_burst, min_lead_s=args.min_lead_s,
+                                                      tick_token_budget=args.tick_token_budget))
 
     def cfg_for(text: str):
         return per_session.spec_config.with_(max_new_tokens=args.max_new_tokens, gamma=args.gamma)
@@ -211,6 +212,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--warmup-tokens", type=int, default=16)
     p.add_argument("--priority-burst", type=int, default=BatchConfig.priority_burst)
+    p.add_argument("--tick-token-budget", type=int, default=None,
+                   help="cap the tokens one tick verifies (default: 48 on a CPU; 0: no cap)")
     p.add_argument("--min-lead-s", type=float, default=BatchConfig.min_lead_s,
                    help="lead-aware priority: speaking sessions keep this much audio in hand (inf: off)")
     p.add_argument("--gamma", type=int, default=4)
