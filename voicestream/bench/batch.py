@@ -13,7 +13,7 @@ equality in float64) and prints, per N: aggregate LM tokens/s, TTFA p50/p95
 (call -> first PCM chunk), and the batched/per-session throughput ratio.
 
 Without ``--target`` the voice is the built-in voice's architecture (the ``target``
-preset, 16.8M parameters, Codec2 vocabulary and grammar) with synthetic weights: a
+preset, Codec2 vocabulary and grammar) with synthetic weights: a
 refined pair whose draft is the target's first layer (see ``models.refined_pair``), so
 acceptance resembles a distilled draft's. Timing depends on the shapes, not on what
 the weights say.
@@ -107,9 +107,13 @@ def run_level(voice, mode: str, n: int, args: argparse.Namespace, cfg_for) -> Le
     bar = tqdm(total=n * args.utterances, desc=f"{mode:>11} N={n}", leave=False)
     t0 = time.perf_counter()
 
+    pauses = [[rng.uniform(0, 2 * args.pause) for _ in range(args.utterances)] for _ in range(n)]
+
     def caller(i: int) -> None:
         time.sleep(offsets[i])
         for u in range(args.utterances):
+            if u:
+                time.sleep(pauses[i][u])  # the other party speaks between two answers
             text = TEXTS[(i + u) % len(TEXTS)]
             st = SynthesisStats()
             digest = hashlib.sha256()
@@ -154,7 +158,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
     cores = torch.get_num_threads() if args.threads is None else args.threads
     report = {"voice": desc, "max_new_tokens": args.max_new_tokens, "utterances": args.utterances,
-              "arrival_window_s": args.arrival_window, "max_batch": args.max_batch, "threads": cores, "levels": []}
+              "arrival_window_s": args.arrival_window, "pause_s": args.pause, "max_batch": args.max_batch, "threads": cores, "levels": []}
     # warm-up: lazy allocations and first-call costs, both modes
     torch.set_num_threads(1)
     for _ in per_session.stream(TEXTS[0], cfg_for(TEXTS[0]).with_(max_new_tokens=32)):
@@ -184,7 +188,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 def format_table(report: dict) -> str:
     lines = [f"voice: {report['voice']}",
              f"{report['utterances']} utterance(s) per caller, {report['max_new_tokens']} LM tokens each, callers "
-             f"arrive over {report['arrival_window_s']} s; batched: max_batch {report['max_batch']}, "
+             f"arrive over {report['arrival_window_s']} s, pause {report.get('pause_s', 0)} s; batched: max_batch {report['max_batch']}, "
              f"{report['threads']} thread(s)", ""]
     hdr = (f"{'N':>3}  {'per-session tok/s':>17}  {'batched tok/s':>13}  {'ratio':>5}  "
            f"{'TTFA p50/p95 per-session (ms)':>29}  {'TTFA p50/p95 batched (ms)':>25}  {'acc/fwd':>7}  identical audio")
@@ -209,6 +213,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--utterances", type=int, default=2, help="sentences per caller, back to back")
     p.add_argument("--max-new-tokens", type=int, default=280, help="LM tokens per utterance (350 = 1 s of audio)")
     p.add_argument("--arrival-window", type=float, default=2.0, help="callers' first requests spread over this many s")
+    p.add_argument("--pause", type=float, default=0.0,
+                   help="mean pause (uniform 0..2x) between a caller's utterances; 0: back to back, so the callers "
+                        "of one batch finish together and start their next answers as one wave (the worst case)")
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--warmup-tokens", type=int, default=16)
     p.add_argument("--priority-burst", type=int, default=BatchConfig.priority_burst)
