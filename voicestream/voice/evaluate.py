@@ -133,6 +133,9 @@ def evaluate(
     plain = Voice(target, None)
     spec = Voice(target, draft) if draft is not None else None
     results: dict = {"conditions": [], "per_sentence": []}
+    for v in (plain, spec):  # first-call costs (allocations, lazy imports) are not the voice's TTFA
+        if v is not None:
+            v.synthesize("Hello.", v.spec_config.with_(max_new_tokens=40))
     bar = tqdm(total=len(conditions) * len(sentences), desc="eval", unit="utt", disable=not progress)
     for cond in conditions:
         voice = plain if cond.rule is None else spec
