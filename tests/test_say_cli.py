@@ -43,3 +43,24 @@ def test_say_without_a_default_voice_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(say, "DEFAULT_VOICE_DIR", tmp_path / "none")
     with pytest.raises(SystemExit, match="no default voice is installed"):
         cli_main(["say", "Hello", "-o", str(tmp_path / "x.wav")])
+
+
+def test_serve_without_voice_flags_serves_the_built_in_voice(tmp_path, monkeypatch):
+    import voicestream.say as say
+    from voicestream.cli import build_parser
+    from voicestream.server.cli import load_voices
+    from voicestream.voice.package import package_model
+    from voicestream.voice.presets import PRESETS, build_model
+
+    args = build_parser().parse_args(["serve"])
+    monkeypatch.setattr(say, "DEFAULT_VOICE_DIR", tmp_path / "none")
+    with pytest.raises(SystemExit, match="no built-in voice"):
+        load_voices(args)
+    build_model(PRESETS["tiny"][0], VoiceVocab(), seed=2).save_pretrained(tmp_path / "ckpt")
+    package_model(tmp_path / "ckpt", tmp_path / "default" / "target")
+    package_model(tmp_path / "ckpt", tmp_path / "default" / "draft")
+    monkeypatch.setattr(say, "DEFAULT_VOICE_DIR", tmp_path / "default")
+    (voice,) = load_voices(args)
+    assert voice.name == "default" and voice.sample_rate == 8000
+    assert voice.voice.draft is not None  # the installed draft speculates
+    voice.voice.close()

@@ -101,9 +101,15 @@ def load_voices(args: argparse.Namespace) -> list:
 
         voices.append(FormantSynthesizer(FormantConfig(pace=args.test_voice_pace), batch=batch))
     if not voices:
-        raise SystemExit(
-            "no voice to serve: pass --voice NAME=TARGET_DIR[:DRAFT_DIR], --adapter NAME --target PATH, and/or --test-voice"
-        )
+        from voicestream import say
+
+        if not (say.DEFAULT_VOICE_DIR / "target" / "config.json").exists():
+            raise SystemExit(
+                "no voice to serve: this build has no built-in voice; pass --voice NAME=TARGET_DIR[:DRAFT_DIR], "
+                "--adapter NAME --target PATH, and/or --test-voice"
+            )
+        target, draft = say.resolve_voice_dirs(None)  # the built-in voice, served as "default"
+        voices.append(load_voice_synthesizer(target, draft, name="default", threads=torch_threads(args), batch=batch))
     return voices
 
 
