@@ -59,6 +59,8 @@ class SpecConfig:
     while the running rate of fully accepted chunks stays >= ``speculate_threshold``
     (0 = always speculate, the right choice when draft and target do not share cores, as
     on a GPU; on a 2-core CPU wasted speculation steals the target's core).
+    ``jump_forward``: tokens a constraint forces (see ``spec.constraint.forced_run``) are
+    appended without drafting or sampling them; outputs are unchanged, only forwards saved.
     """
 
     rule: AcceptanceRule = "greedy"
@@ -75,6 +77,7 @@ class SpecConfig:
     max_new_tokens: int = 256
     stop_ids: Sequence[int] = ()
     seed: int = 0
+    jump_forward: bool = True
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:

@@ -278,12 +278,19 @@ class BatchedDecoder:
                     self._finish_abandoned(req)
                     continue
                 state = SessionState(req, self.vocab_size, self.device, self.stop_ids, self.draft is not None)
+                jumped = state.jump_start()  # forced tokens after the prompt join its prefill
+                if jumped is not None:
+                    req.out.put(jumped)
+                    if jumped.finish_reason is not None:
+                        continue
                 state.slot = self.target.add()
                 if self.draft is not None:
                     self.draft.add()
                 self.active.append(state)
                 new.append(state)
         feeds = [s.seq[:-1] for s in new]
+        for s, f in zip(new, feeds):
+            s.target_len = len(f)
         if any(feeds):  # the target slot holds seq[:-1]; the last token goes with the first chunk
             self.target.forward([s.slot for s in new], feeds, last_only=True)
             for s, f in zip(new, feeds):
@@ -347,7 +354,7 @@ class BatchedDecoder:
         budget = self.tick_token_budget
         cap = max(1, budget // len(rows) - 1) if budget else None
         for s in rows:
-            s.cands, s.probs = [], []
+            s.cands, s.probs, s.free = [], [], []
             if s.speculates:
                 keep, fresh = s.draft_catch_up(cap)
                 self.draft.truncate(s.slot, keep)
@@ -359,11 +366,11 @@ class BatchedDecoder:
             for s, lg in zip(going, logits):
                 s.draft_forwards += 1
                 try:
-                    token = s.draft_pick(lg)
+                    fed = s.draft_pick(lg)
                 except Exception as exc:
                     self._fail(s, exc, failed)
                     continue
-                if token is not None:
+                if fed is not None:
                     nxt.append(s)
-                    feeds.append([token])
+                    feeds.append(fed)
             going = nxt

@@ -16,10 +16,10 @@ import torch
 
 from ..config import SpecConfig
 from ..spec.acceptance import VerifyInput, verify
-from ..spec.constraint import TokenConstraint, apply_mask, masks_along, walk
+from ..spec.constraint import TokenConstraint, apply_mask, forced_run, masks_along, walk
 from ..spec.decoder import Progress, TokenChunk
 from ..spec.draft_length import DraftLength
-from ..spec.logits import SeenTokens, process_logits, to_probs
+from ..spec.logits import SeenTokens, one_hot, process_logits, to_probs
 from ..spec.randomness import DRAFT, RESAMPLE, Randomness
 from ..spec.stats import GenerationStats
 
@@ -46,8 +46,9 @@ class Request:
 class SessionState(Progress):
     """Committed tokens, sampling state and cache bookkeeping of one batched session.
 
-    Cache invariants between ticks: the target slot holds ``seq[:-1]`` (the last
-    committed token is fed with the next chunk, so every verify is one forward), and
+    Cache invariants between ticks: the target slot holds ``seq[:target_len]`` (the last
+    committed token, and any forced after it, are fed with the next chunk, so every
+    verify is one forward), and
     ``draft_tokens`` lists what the draft slot holds (a prefix of some drafted sequence;
     the common prefix with ``seq`` is kept, the rest rolled back).
     """
@@ -77,7 +78,9 @@ class SessionState(Progress):
         self.stats.prompt_tokens = self.n_prompt
         # this tick's draft
         self.cands: list[int] = []
+        self.free: list[bool] = []  # per candidate: drafted (True) or forced by the constraint
         self.probs: list[torch.Tensor] = []
+        self.target_len = 0  # tokens the target slot holds (a prefix of seq)
         self._dstate = None
         self._dseen: SeenTokens | None = None
         self._dwant = 0
@@ -102,11 +105,13 @@ class SessionState(Progress):
         self._dstate = self.cstate
         self._dseen = SeenTokens(self.vocab_size, self.cfg.sampling.repetition_penalty, self.device)
         self._dseen.add(self.seq)
+        self.free = []
         return keep, fresh
 
-    def draft_pick(self, logits: torch.Tensor) -> int | None:
-        """Choose the next drafted token from the draft's logits; None when the chunk is done
-        (returns the token to feed the draft when it should keep going)."""
+    def draft_pick(self, logits: torch.Tensor) -> list[int] | None:
+        """Choose the next drafted token from the draft's logits, plus what the constraint
+        forces after it (as the single-session draft does); returns the tokens to feed the
+        draft when it should keep going, None when the chunk is done."""
         cfg, scfg = self.cfg, self.cfg.sampling
         if self.constraint is not None:
             logits = apply_mask(logits, self.constraint.allowed(self._dstate))
@@ -121,22 +126,35 @@ class SessionState(Progress):
             self.probs.append(q)
             confidence = float(q[token])
         self.cands.append(token)
+        self.free.append(True)
         if self.constraint is not None:
             self._dstate = self.constraint.step(self._dstate, token)
+        fed = [token]
+        if token not in self.stop and cfg.jump_forward and self.constraint is not None:
+            forced, self._dstate = forced_run(self.constraint, self._dstate, self.stop, self.remaining - len(self.cands))
+            self.cands += forced
+            self.free += [False] * len(forced)
+            if not scfg.greedy:
+                self.probs += [one_hot(t, logits) for t in forced]
+            fed += forced
+            if forced and forced[-1] in self.stop:
+                return None
         if (
-            len(self.cands) >= self._dwant
+            sum(self.free) >= self._dwant
             or token in self.stop
+            or len(self.cands) >= self.remaining
             or (self.length.stops_on_low_confidence and confidence < cfg.confidence_threshold)
         ):
             return None
-        self._dseen.add([token])
-        self.draft_tokens.append(token)
-        return token
+        self._dseen.add(fed)
+        self.draft_tokens.extend(fed)
+        return fed
 
     # --- verify ---------------------------------------------------------------------
     def verify_input(self) -> list[int]:
-        """What the target is fed this tick: the last committed token, then the candidates."""
-        return [self.seq[-1]] + self.cands
+        """What the target is fed this tick: the committed tokens it lacks (the last one, and
+        any the constraint forced after it), then the candidates."""
+        return self.seq[self.target_len :] + self.cands
 
     def accept(self, rows: torch.Tensor) -> tuple[TokenChunk, int]:
         """Judge this tick's candidates with the target's logits (k+1, V).
@@ -146,9 +164,11 @@ class SessionState(Progress):
         cands = self.cands
         k = len(cands)
         base = len(self.seq)
+        rows = rows[-(k + 1) :]  # the rows after the last committed token and each candidate
         if k == 0:
             token = self._plain_pick(rows[0])
             self.stats.record_step(0, 0, 1)
+            self.target_len = base
             return self._commit([token]), base
         allowed = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
         probs = torch.stack(self.probs) if self.probs else None
@@ -157,10 +177,12 @@ class SessionState(Progress):
         n, token = verdict.accepted, verdict.token
         if n < k:
             self.epoch += 1
-        self.length.update(n, k)
+        if any(self.free):
+            self.length.update(sum(self.free[:n]), sum(self.free))
         new = cands[:n] + ([token] if token is not None else [])
         self.stats.record_step(k, n, len(new))
-        # the slot keeps seq[:-1] + last + accepted candidates = the new seq minus its last token
+        # the slot keeps everything committed before + the accepted candidates
+        self.target_len = base + n
         return self._commit(new), base + n
 
     def _plain_pick(self, logits: torch.Tensor) -> int:

@@ -26,11 +26,11 @@ import torch
 from ..config import SpecConfig
 from .acceptance import VerifyInput, verify
 from .compat import check_compatible, output_vocab_size, special_ids
-from .constraint import TokenConstraint, apply_mask, masks_along, walk
+from .constraint import TokenConstraint, apply_mask, forced_run, masks_along, walk
 from .draft_length import DraftLength
 from .lanes import Lane
 from .lean_runner import make_draft_runner
-from .logits import SeenTokens, process_logits, to_probs
+from .logits import SeenTokens, one_hot, process_logits, to_probs
 from .randomness import DRAFT, RESAMPLE, Randomness
 from .runner import ModelRunner
 from .stats import GenerationStats
@@ -52,6 +52,12 @@ class DraftChunk:
     probs: torch.Tensor | None  # (k, V) processed draft probabilities (sampling rules)
     ready: object | None = None  # CUDA event after the draft's work, None on CPU
     end_state: object = None  # constraint state after the chunk (speculation continues from it)
+    free: list[bool] | None = None  # per token: drafted (True) or forced by the constraint (False)
+
+    def drafted(self, upto: int | None = None) -> int:
+        """How many of the first ``upto`` tokens the draft chose (forced ones excluded)."""
+        flags = self.free if self.free is not None else [True] * len(self.tokens)
+        return sum(flags[:upto])
 
 
 def validate_prompt(prompt: Sequence[int], vocab_size: int) -> list[int]:
@@ -162,8 +168,10 @@ class Progress:
     stats: GenerationStats
 
     def _commit(self, tokens: list[int]) -> TokenChunk:
-        """Append verified tokens, cutting at a stop id or the token budget."""
+        """Append verified tokens (and what the constraint forces after them), cutting at a
+        stop id or the token budget."""
         start = self.generated
+        tokens = tokens + self._forced_after(tokens)
         out, reason, stop_token = cut_at_stop(tokens, self.stop, start, self.cfg.max_new_tokens)
         self.seq.extend(out)
         self.seen.add(out)
@@ -173,6 +181,19 @@ class Progress:
         if reason is not None:
             self.stats.finish(reason)
         return TokenChunk(out, start, reason, stop_token)
+
+    def _forced_after(self, tokens: list[int]) -> list[int]:
+        """Jump-forward: what the constraint forces after ``seq + tokens`` (nothing after a stop)."""
+        if not self.cfg.jump_forward or self.constraint is None or (tokens and tokens[-1] in self.stop):
+            return []
+        limit = self.remaining - len(tokens)
+        return forced_run(self.constraint, walk(self.constraint, tokens, self.cstate), self.stop, limit)[0]
+
+    def jump_start(self) -> TokenChunk | None:
+        """Before the first forward: commit what the constraint forces right after the prompt
+        (so the prefill covers it), as a chunk of its own; None when nothing is forced."""
+        chunk = self._commit([])
+        return chunk if chunk.tokens or chunk.finish_reason is not None else None
 
     @property
     def generated(self) -> int:
@@ -215,6 +236,7 @@ class _Generation(Progress):
         self.epoch = 0
         self.pending_logits: torch.Tensor | None = None  # target's next-token logits for all of seq
         self.started = False
+        self.jumped = False  # the forced tokens right after the prompt are committed
         self.chunk: DraftChunk | None = None  # pipelined: the chunk to verify next
         self.spec: tuple[Future, threading.Event] | None = None  # pipelined: speculative draft in flight
         self.full_accept_rate = 1.0  # pipelined: running rate of fully accepted chunks
@@ -246,6 +268,11 @@ class _Generation(Progress):
         if self.cancel is not None and self.cancel.is_set():
             self.stats.finish("cancelled")
             return TokenChunk([], self.generated, "cancelled")
+        if not self.jumped:
+            self.jumped = True
+            chunk = self.jump_start()
+            if chunk is not None:
+                return chunk
         if self.draft is None:
             chunk = self._plain_step()
         elif self.cfg.pipelined:
@@ -261,7 +288,7 @@ class _Generation(Progress):
             self.started = True
             logits = self.target.prefill(self.seq)
         else:
-            logits = self.target.extend(self.seq[-1:])[-1]
+            logits = self.target.extend(self.seq[len(self.target.tokens) :])[-1]
         seen = self.seen.mask if self.seen.active else None
         if self.constraint is not None:
             logits = apply_mask(logits, self.constraint.allowed(self.cstate))
@@ -298,7 +325,7 @@ class _Generation(Progress):
         spec = None
         if after > 0 and chunk.tokens[-1] not in self.stop and self.full_accept_rate >= self.cfg.speculate_threshold:
             abort = threading.Event()
-            n_next = min(self._pipelined_len(self.length.peek_full(k)), after)
+            n_next = min(self._pipelined_len(self.length.peek_full(chunk.drafted())), after)
             context = self.seq + chunk.tokens
             job = lane.submit(self.draft_chunk, context, n_next, self.epoch, abort, chunk.end_state)
             spec = self.spec = (job, abort)
@@ -329,9 +356,13 @@ class _Generation(Progress):
     def draft_chunk(
         self, context: list[int], n: int, epoch: int, abort: threading.Event | None, state: object = None
     ) -> DraftChunk:
-        """Propose up to ``n`` tokens after ``context`` (runs on the draft lane).
+        """Propose up to ``n`` drafted tokens after ``context`` (runs on the draft lane).
 
         ``state`` is the constraint state after ``context`` (ignored without a constraint).
+        Tokens the constraint forces go into the chunk as well, without a draft forward of
+        their own and not counted in ``n``; the chunk never ends where a token is forced
+        (unless at a stop id or the token budget), so a speculation built on it lines up
+        with what a commit appends.
         """
         assert self.draft is not None
         scfg = self.cfg.sampling
@@ -339,11 +370,36 @@ class _Generation(Progress):
         seen = SeenTokens(self.dec.vocab_size, scfg.repetition_penalty, self.draft.device)
         seen.add(context)
         logits = self.draft.advance_to(context)
+        jump = self.cfg.jump_forward and self.constraint is not None
+        limit = max(self.cfg.max_new_tokens - (len(context) - self.n_prompt), 1)
         tokens: list[int] = []
+        free: list[bool] = []
         rows: list[torch.Tensor] = []
         pos = len(context)
         constraint = self.constraint
-        for i in range(max(n, 1)):
+        feed: list[int] = []  # chosen but not yet fed to the draft
+        drafted = 0
+        while True:
+            if jump and not (tokens and tokens[-1] in self.stop):
+                forced, state = forced_run(constraint, state, self.stop, limit - len(tokens))
+                tokens += forced
+                free += [False] * len(forced)
+                if not greedy:
+                    rows += [one_hot(t, logits) for t in forced]
+                feed += forced
+                if forced and (forced[-1] in self.stop or len(tokens) >= limit):
+                    break
+            if (
+                drafted >= max(n, 1)
+                or len(tokens) >= limit
+                or (tokens and tokens[-1] in self.stop)
+                or (abort is not None and abort.is_set() and drafted)
+            ):
+                break
+            if feed:
+                seen.add(feed)
+                logits = self.draft.extend(feed)[-1]
+                feed = []
             if constraint is not None:
                 logits = apply_mask(logits, constraint.allowed(state))
             x = process_logits(logits, scfg, seen.mask)
@@ -352,23 +408,19 @@ class _Generation(Progress):
                 confidence = float(x.softmax(-1)[token]) if self.length.stops_on_low_confidence else 1.0
             else:
                 q = x.softmax(-1)
-                token = self.rng.sample(q, DRAFT, pos + i, epoch)
+                token = self.rng.sample(q, DRAFT, pos + len(tokens), epoch)
                 rows.append(q)
                 confidence = float(q[token])
             tokens.append(token)
+            free.append(True)
+            drafted += 1
+            feed = [token]
             if constraint is not None:
                 state = constraint.step(state, token)
-            if (
-                i == n - 1
-                or token in self.stop
-                or (self.length.stops_on_low_confidence and confidence < self.cfg.confidence_threshold)
-                or (abort is not None and abort.is_set())
-            ):
-                break
-            seen.add([token])
-            logits = self.draft.extend([token])[-1]
+            if self.length.stops_on_low_confidence and confidence < self.cfg.confidence_threshold:
+                n = drafted  # stop drafting; a forced run after it still joins the chunk
         probs = torch.stack(rows) if rows else None
-        return DraftChunk(tokens, probs, self.dec.draft_lane.mark() if self.cfg.pipelined else None, state)
+        return DraftChunk(tokens, probs, self.dec.draft_lane.mark() if self.cfg.pipelined else None, state, free)
 
     # --- verify -----------------------------------------------------------------------
     def _verify_and_commit(self, chunk: DraftChunk, emit_bonus: bool) -> TokenChunk:
@@ -409,7 +461,11 @@ class _Generation(Progress):
             self.target.rollback(base + n)  # drop rejected candidates; `token` is fed next time
         if n < k:
             self.epoch += 1
-        self.length.update(n, k)
+        if chunk.drafted():
+            self.length.update(chunk.drafted(n), chunk.drafted())
         new = cands[:n] + ([token] if token is not None else [])
         self.stats.record_step(k, n, len(new))
-        return self._commit(new)
+        out = self._commit(new)
+        if len(self.seq) != base + len(new):
+            self.pending_logits = None  # forced tokens joined after the verified ones: fed next time
+        return out

@@ -74,3 +74,10 @@ def to_probs(logits: torch.Tensor, cfg: SamplingConfig, seen: torch.Tensor | Non
     if cfg.greedy:
         return torch.nn.functional.one_hot(x.argmax(-1), x.shape[-1]).float()
     return x.softmax(-1)
+
+
+def one_hot(token: int, like: torch.Tensor) -> torch.Tensor:
+    """A (V,) float distribution putting all mass on ``token`` (a forced token's draft row)."""
+    row = torch.zeros(like.shape[-1], dtype=torch.float32, device=like.device)
+    row[token] = 1.0
+    return row

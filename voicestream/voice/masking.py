@@ -43,12 +43,21 @@ class DecodeGrammar(Protocol):
     def allowed(self, state: Hashable) -> torch.Tensor: ...
 
 
+def _only(cache: dict, key: Hashable, mask) -> int | None:
+    """The single allowed id of a (cached) mask, or None; ``mask()`` builds it on a miss."""
+    if key not in cache:
+        m = mask()
+        cache[key] = int(m.nonzero()[0, 0]) if int(m.sum()) == 1 else None
+    return cache[key]
+
+
 class SlotOnly:
     """The vocabulary's slot grammar (codebook per slot, markers at frame boundaries)."""
 
     def __init__(self, vocab: VoiceVocab) -> None:
         self.vocab = vocab
         self.g = vocab.grammar
+        self._forced: dict = {}
 
     def initial(self) -> int:
         return self.g.start
@@ -58,6 +67,9 @@ class SlotOnly:
 
     def allowed(self, state: int) -> torch.Tensor:
         return self.g.allowed[state]
+
+    def forced(self, state: int) -> int | None:
+        return _only(self._forced, state, lambda: self.allowed(state))
 
 
 class _TFState(NamedTuple):
@@ -87,6 +99,7 @@ class TextFollowing:
         self.max_unit_frames = max_unit_frames
         self.space = vocab.text_ids(" ", normalize=False)[0]
         self._rows: dict[tuple, torch.Tensor] = {}
+        self._forced: dict[tuple, int | None] = {}
 
     def initial(self) -> _TFState:
         return _TFState(self.g.start, 0, 0, ())
@@ -124,6 +137,10 @@ class TextFollowing:
             n_words = 1 + sum(1 for c in text if c == self.space)
             return (s.g, -1, False, True, s.frames < self.max_unit_frames * n_words)
         return (s.g,)
+
+    def forced(self, state: _TFState) -> int | None:
+        """The only legal id (mid-word characters, the first ``<word>``), else None."""
+        return _only(self._forced, self._key(state), lambda: self.allowed(state))
 
     def allowed(self, state: _TFState) -> torch.Tensor:
         key = self._key(state)
