@@ -1,7 +1,6 @@
 """Jump-forward: tokens a constraint forces join the sequence without a draft or a forward
 of their own. Outputs must not change (greedy: token for token; sampling: in distribution),
 only the work to produce them."""
-import itertools
 from collections import Counter
 
 import pytest
@@ -12,12 +11,12 @@ from voicestream.config import SamplingConfig, SpecConfig
 from voicestream.models import random_llama, refined_pair
 from voicestream.spec import SpeculativeDecoder
 from voicestream.spec.constraint import forced_run
-from voicestream.spec.logits import to_probs
 from voicestream.spec.stats import GenerationStats
 
 from conftest import collect
 from stats_util import chi_square, chi_square_critical, total_variation
 from test_batch_decoding import run_manual
+from test_sampling_distribution import PROMPT, VOCAB, _exact_distribution
 
 V = 128
 GREEDY = SamplingConfig(temperature=0.0)
@@ -120,35 +119,18 @@ def test_batched_sessions_equal_single_sessions_with_jump_forward(pair):
 
 
 # --- sampling stays lossless with forced tokens in the chunks ------------------------------------
-SMALL_V = 4
-PROMPT = [1, 2, 3]
 N_TOKENS = 4
-SMALL = Chains({0: 3}, SMALL_V)  # 0 must be followed by 3
-
-
-def _exact(target) -> dict:
-    dist = {}
-    with torch.no_grad():
-        for seq in itertools.product(range(SMALL_V), repeat=N_TOKENS):
-            full = PROMPT + list(seq)
-            logits = target(torch.tensor([full[:-1]])).logits[0].float()
-            prob = 1.0
-            for i, x in enumerate(seq):
-                row = logits[len(PROMPT) - 1 + i].masked_fill(~SMALL.allowed(full[len(PROMPT) - 1 + i]), float("-inf"))
-                prob *= float(to_probs(row, SamplingConfig(temperature=1.0))[x])
-            if prob > 0:
-                dist[seq] = prob
-    return dist
+SMALL = Chains({0: 3}, VOCAB)  # 0 must be followed by 3
 
 
 @pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined"])
 def test_speculative_sampling_with_jump_forward_reproduces_the_constrained_target(pipelined):
-    target = random_llama(vocab_size=SMALL_V, hidden_size=32, num_layers=2, num_heads=2, seed=3)
-    draft = random_llama(vocab_size=SMALL_V, hidden_size=16, num_layers=1, num_heads=2, seed=4)
+    target = random_llama(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=2, seed=3)
+    draft = random_llama(vocab_size=VOCAB, hidden_size=16, num_layers=1, num_heads=2, seed=4)
     with torch.no_grad():
         target.lm_head.weight.mul_(8.0)
         draft.lm_head.weight.mul_(4.0)
-    exact = _exact(target)
+    exact = _exact_distribution(target, SamplingConfig(temperature=1.0), n_tokens=N_TOKENS, constraint=SMALL)
     assert sum(p for s, p in exact.items() if 0 in s[:-1]) > 0.2, "forced runs must be common enough to matter"
     dec = SpeculativeDecoder(target, draft, check=False)
     cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), gamma=1 if pipelined else 2,

@@ -101,18 +101,22 @@ def e2e_models():
     return target, draft
 
 
-def _exact_distribution(target, cfg: SamplingConfig) -> dict:
-    """P(x1..xn) under the processed target, by enumeration (repetition penalty included)."""
+def _exact_distribution(target, cfg: SamplingConfig, *, n_tokens: int = N_TOKENS, constraint=None) -> dict:
+    """P(x1..xn) under the processed target, by enumeration (repetition penalty included;
+    ``constraint``: a grammar whose state is the last token, masking each step)."""
     dist = {}
     with torch.no_grad():
-        for seq in itertools.product(range(VOCAB), repeat=N_TOKENS):
+        for seq in itertools.product(range(VOCAB), repeat=n_tokens):
             full = PROMPT + list(seq)
             logits = target(torch.tensor([full[:-1]])).logits[0].float()
             prob = 1.0
             for i, x in enumerate(seq):
                 seen = torch.zeros(VOCAB, dtype=torch.bool)
                 seen[full[: len(PROMPT) + i]] = True
-                prob *= float(to_probs(logits[len(PROMPT) - 1 + i], cfg, seen)[x])
+                row = logits[len(PROMPT) - 1 + i]
+                if constraint is not None:
+                    row = row.masked_fill(~constraint.allowed(full[len(PROMPT) - 1 + i]), float("-inf"))
+                prob *= float(to_probs(row, cfg, seen)[x])
             if prob > 0:
                 dist[seq] = prob
     return dist

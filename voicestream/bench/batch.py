@@ -154,10 +154,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                                                       tick_token_budget=args.tick_token_budget))
 
     def cfg_for(text: str):
-        return per_session.spec_config.with_(max_new_tokens=args.max_new_tokens, gamma=args.gamma)
+        return per_session.spec_config.with_(max_new_tokens=args.max_new_tokens, gamma=args.gamma,
+                                             jump_forward=not args.no_jump_forward)
 
     cores = torch.get_num_threads() if args.threads is None else args.threads
-    report = {"voice": desc, "max_new_tokens": args.max_new_tokens, "utterances": args.utterances,
+    report = {"voice": desc, "jump_forward": not args.no_jump_forward, "max_new_tokens": args.max_new_tokens, "utterances": args.utterances,
               "arrival_window_s": args.arrival_window, "pause_s": args.pause, "max_batch": args.max_batch, "threads": cores, "levels": []}
     # warm-up: lazy allocations and first-call costs, both modes
     torch.set_num_threads(1)
@@ -224,6 +225,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-lead-s", type=float, default=BatchConfig.min_lead_s,
                    help="lead-aware priority: speaking sessions keep this much audio in hand (inf: off)")
     p.add_argument("--gamma", type=int, default=4)
+    p.add_argument("--no-jump-forward", action="store_true",
+                   help="draft and verify the characters the voice's grammar forces, as before jump-forward")
     p.add_argument("--threads", type=int, default=None, help="batched mode's intra-op threads (default: all)")
     p.add_argument("--timeout", type=float, default=900.0, help="per level and mode, seconds")
     p.add_argument("--target", help="a trained voice's target directory (default: synthetic voice architecture)")
