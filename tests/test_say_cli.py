@@ -22,17 +22,21 @@ def voice_dirs(tmp_path_factory):
     return d / "target", d / "draft"
 
 
-@pytest.mark.parametrize("no_draft", [False, True])
-def test_say_writes_audio_and_reports(voice_dirs, tmp_path, capsys, no_draft):
+@pytest.mark.parametrize("no_draft,self_draft", [(False, False), (True, False), (False, True)],
+                         ids=["draft", "no-draft", "self:1"])
+def test_say_writes_audio_and_reports(voice_dirs, tmp_path, capsys, no_draft, self_draft):
     target, draft = voice_dirs
     out = tmp_path / "hello.wav"
-    args = ["say", "Hi there.", "-o", str(out), "--target", str(target), "--draft", str(draft)]
+    args = ["say", "Hi there.", "-o", str(out), "--target", str(target), "--draft", "self:1" if self_draft else str(draft)]
     if no_draft:
         args.append("--no-draft")
     assert cli_main(args) == 0
     report = capsys.readouterr().out
     assert "time to first audio" in report and "RTF" in report and "accepted tokens per target forward" in report
     assert ("no draft" in report) == no_draft
+    assert ("draft self:1" in report) == self_draft
+    if not no_draft:  # the draft really drafted: more than one token per target forward
+        assert float(report.rsplit("accepted tokens per target forward", 1)[1].split()[0]) > 1.0
     with wave.open(str(out)) as w:
         assert w.getframerate() == 8000 and w.getnframes() > 0 and w.getnframes() % 160 == 0
 

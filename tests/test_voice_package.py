@@ -74,3 +74,12 @@ def test_eval_quality_scores_a_voice_with_real_asr_and_dnsmos(tmp_path, capsys):
         assert 1.0 <= c["dnsmos"] <= 5.0 and c["tokens_per_s"] > 0 and c["ttfa_s"] > 0
     assert (tmp_path / "out" / "plain-greedy" / "000.wav").exists()
     assert (tmp_path / "out" / "report.json").exists()
+    # self-speculation: the target's first layer drafts; greedy output is the target's own
+    args = ["eval", "quality", "--target", str(tmp_path / "voice"), "--draft", "self:1", "--sentences", str(sentences),
+            "--threads", "1", "--conditions", "plain-greedy,spec-greedy", "--json"]
+    assert cli_main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["draft"] == "self:1"
+    plain, spec = report["conditions"]
+    assert spec["name"] == "spec-greedy" and spec["accepted_per_target_forward"] > 1.0
+    assert spec["wer"] == plain["wer"]  # same tokens, same audio, same transcript

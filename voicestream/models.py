@@ -141,3 +141,40 @@ def refined_pair(
                 layer.mlp.down_proj.weight.mul_(refine_scale)
         target.lm_head.weight.mul_(logit_scale)
     return target, truncated_copy(target, draft_layers)
+
+
+# --- choosing a draft: none, a checkpoint, or the target's own first layers ("self:N") ---
+def parse_self_draft(spec: str) -> int | None:
+    """``"self:N"`` -> ``N``; any other string -> ``None``."""
+    if not spec.startswith("self:"):
+        return None
+    value = spec[len("self:") :]
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"self-speculation draft must be 'self:N' with N >= 1 layers, got {spec!r}")
+    return int(value)
+
+
+def resolve_draft(
+    target: torch.nn.Module,
+    draft: torch.nn.Module | str | Path | None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.nn.Module | None:
+    """A draft model from ``None``/``"none"``, ``"self:N"``, a checkpoint path, or a model.
+
+    Checkpoint drafts load on ``device`` and in ``dtype`` (defaults: the target's).
+    """
+    if draft is None or isinstance(draft, torch.nn.Module):
+        return draft
+    spec = str(draft)
+    if spec.lower() in ("", "none"):
+        return None
+    layers = parse_self_draft(spec)
+    if layers is not None:
+        total = int(target.config.num_hidden_layers)
+        if layers >= total:
+            raise ValueError(f"self:{layers} keeps every layer of a {total}-layer target; use fewer layers")
+        return truncated_copy(target, layers)
+    param = next(target.parameters())
+    return load_causal_lm(Path(spec), device=device or param.device, dtype=dtype or param.dtype)

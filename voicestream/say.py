@@ -19,10 +19,20 @@ DEFAULT_VOICE_DIR = Path(__file__).parent / "voice" / "default"
 
 def resolve_voice_dirs(
     target: str | Path | None, draft: str | Path | None = None, *, no_draft: bool = False
-) -> tuple[Path, Path | None]:
-    """The checkpoints to load: the given ones, or the built-in voice shipped in the package."""
+) -> tuple[Path, Path | str | None]:
+    """The checkpoints to load: the given ones, or the built-in voice shipped in the package.
+
+    ``draft`` may also be ``"self:N"`` (self-speculation: the target's first N layers),
+    passed through as the string for :func:`voicestream.models.resolve_draft`.
+    """
+    from .models import parse_self_draft
+
+    if draft and parse_self_draft(str(draft)) is not None:
+        draft = str(draft)
+    elif draft:
+        draft = Path(draft)
     if target:
-        return Path(target), (Path(draft) if draft and not no_draft else None)
+        return Path(target), (draft if draft and not no_draft else None)
     target_dir, draft_dir = DEFAULT_VOICE_DIR / "target", DEFAULT_VOICE_DIR / "draft"
     if not (target_dir / "config.json").exists():
         raise SystemExit(
@@ -31,7 +41,7 @@ def resolve_voice_dirs(
             "`python -m voicestream.voice.train` / `python -m voicestream.voice.distill`."
         )
     if draft:
-        return target_dir, None if no_draft else Path(draft)
+        return target_dir, None if no_draft else draft
     return target_dir, (None if no_draft or not (draft_dir / "config.json").exists() else draft_dir)
 
 
@@ -78,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", nargs="?", help="text to speak; '-' or nothing reads standard input")
     p.add_argument("-o", "--output", required=True, help="WAV file to write")
     p.add_argument("--target", help="target checkpoint directory (default: the built-in voice)")
-    p.add_argument("--draft", help="draft checkpoint directory")
+    p.add_argument("--draft", help="draft checkpoint directory, or self:N (the target's first N layers as the draft)")
     p.add_argument("--no-draft", action="store_true", help="plain target decoding (the baseline)")
     p.add_argument("--rule", choices=["greedy", "topk", "sampling", "ssd"], default="greedy")
     p.add_argument("--gamma", type=int, default=4, help="initial draft length")

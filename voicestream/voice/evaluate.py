@@ -226,7 +226,8 @@ def format_table(results: dict) -> str:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--target", type=Path, default=None, help="target checkpoint (default: the built-in voice)")
-    ap.add_argument("--draft", type=Path, default=None, help="draft checkpoint (default: the built-in voice's)")
+    ap.add_argument("--draft", default=None,
+                    help="draft checkpoint, or self:N for the target's first N layers (default: the built-in voice's)")
     ap.add_argument("--no-draft", action="store_true", help="plain target decoding only")
     ap.add_argument("--sentences", default="builtin", help="builtin | heldout (with --corpus) | FILE")
     ap.add_argument("--corpus", type=Path, default=None, help="corpus: heldout sentences and the speaker reference")
@@ -243,13 +244,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..codec import default_codec
-    from ..models import compute_dtype, load_causal_lm
+    from ..models import compute_dtype, load_causal_lm, resolve_draft
     from ..say import resolve_voice_dirs
 
     torch.set_num_threads(args.threads)
     target_dir, draft_dir = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
     target = load_causal_lm(target_dir, dtype=compute_dtype("cpu"))
-    draft = load_causal_lm(draft_dir, dtype=compute_dtype("cpu")) if draft_dir is not None else None
+    draft = resolve_draft(target, draft_dir)  # a checkpoint, or "self:N": the target's first N layers
     betas = tuple(float(b) for b in str(args.betas).split(",") if b.strip())
     conditions = default_conditions(temperature=args.temperature, top_k=args.top_k, betas=betas, draft=draft is not None)
     if args.conditions:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..config import SamplingConfig, SpecConfig
-from ..models import compute_dtype, load_causal_lm
+from ..models import compute_dtype, load_causal_lm, resolve_draft
 from ..batch import make_decoder
 from ..spec.decoder import TokenChunk
 from ..spec.stats import GenerationStats
@@ -199,7 +199,7 @@ class Voice:
             torch.set_num_threads(threads)
         dtype = dtype or compute_dtype("cpu")
         target = load_causal_lm(target_dir, dtype=dtype)
-        draft = load_causal_lm(draft_dir, dtype=dtype) if draft_dir is not None else None
+        draft = resolve_draft(target, draft_dir)  # a checkpoint, or "self:N" (self-speculation)
         return cls(target, draft, **kwargs)
 
     @property
