@@ -44,3 +44,29 @@ def test_distill_a_voice_target_uses_text_prompts_and_its_grammar(tmp_path):
         assert len(seq) > n
     report = json.loads((out / "acceptance.json").read_text())
     assert report["acceptance_after"]["prompts"] == 1
+
+
+def test_voice_distillation_compares_only_legal_ids_at_generated_positions():
+    """The KL covers what decoding compares: generated positions, over the grammar's legal ids."""
+    import torch
+
+    from voicestream.distill import kl_weights, legal_masks
+    from voicestream.voice.vocab import VoiceVocab
+
+    vocab = VoiceVocab()
+    prompt = vocab.prompt_for("hi")
+    lo, hi = vocab.slot_ranges[0]
+    gen = [vocab.word_id, *vocab.text_ids("hi", normalize=False), lo + 3]
+    seqs = [prompt + gen, prompt + gen[:2]]
+    width = len(seqs[0])
+    w = kl_weights(seqs, [len(prompt)] * 2, width)
+    assert w[0].tolist() == [0.0] * (len(prompt) - 1) + [1.0] * len(gen) + [0.0]
+    assert w[1].sum() == 2  # the shorter row stops at its own end
+    legal = legal_masks(vocab, seqs, width)
+    assert legal.shape == (2, width, vocab.vocab_size)
+    after_audio_start = legal[0, len(prompt) - 1]
+    assert after_audio_start.sum() == 1 and after_audio_start[vocab.word_id]  # only <word> may follow
+    inside_frame = legal[0, width - 1]  # after a slot-0 code only slot-1 codes are legal
+    lo1, hi1 = vocab.slot_ranges[1]
+    assert inside_frame.sum() == hi1 - lo1 and inside_frame[lo1:hi1].all()
+    assert legal_masks(None, seqs, width) is None

@@ -115,6 +115,30 @@ def padded_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
+def kl_weights(seqs: list[list[int]], prompt_lens: list[int], width: int) -> torch.Tensor:
+    """(B, width) 1 where a position predicts a *generated* token: the draft never drafts the
+    prompt, so matching the target there would spend its capacity on nothing."""
+    w = torch.zeros(len(seqs), width)
+    for i, (s, n) in enumerate(zip(seqs, prompt_lens)):
+        w[i, max(n - 1, 0) : len(s) - 1] = 1.0
+    return w
+
+
+def legal_masks(voice, seqs: list[list[int]], width: int) -> torch.Tensor | None:
+    """(B, width, V) ids the voice's slot grammar allows after each position (None for other
+    targets). KL is taken over these only, as decoding compares the masked distributions:
+    a voice LM's logits for illegal ids were never trained and never matter."""
+    if voice is None:
+        return None
+    from .voice.vocab import GrammarState
+
+    g = voice.grammar
+    states = torch.full((len(seqs), width), int(GrammarState.DONE), dtype=torch.long)  # padding: all legal
+    for i, s in enumerate(seqs):
+        states[i, : len(s)] = torch.from_numpy(g.states(s, strict=False).astype("int64"))
+    return g.allowed[states]
+
+
 def distill(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     out = Path(args.out)
@@ -153,13 +177,21 @@ def distill(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed + step)
     bar = tqdm(total=args.steps, initial=step, desc="distill")
     loss_val = first_loss = float("nan")
+    prompt_lens = data.get("prompt_lens") or [1] * len(seqs)
     while step < args.steps and time.monotonic() < deadline:
-        batch, mask = padded_batch([seqs[rng.randrange(len(seqs))] for _ in range(args.batch)], pad_id)
+        pick = [rng.randrange(len(seqs)) for _ in range(args.batch)]
+        rows = [seqs[i] for i in pick]
+        batch, mask = padded_batch(rows, pad_id)
+        weights = kl_weights(rows, [prompt_lens[i] for i in pick], batch.shape[1])
+        legal = legal_masks(voice, rows, batch.shape[1])
         with torch.no_grad():
-            t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
-        d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)
+            t_logits = target(batch, attention_mask=mask).logits.float()
+        d_logits = draft(batch, attention_mask=mask).logits.float()
+        if legal is not None:
+            t_logits, d_logits = t_logits.masked_fill(~legal, -1e4), d_logits.masked_fill(~legal, -1e4)
+        t_logp, d_logp = F.log_softmax(t_logits, -1), F.log_softmax(d_logits, -1)
         kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)  # per position
-        loss = (kl * mask).sum() / mask.sum()
+        loss = (kl * weights).sum() / weights.sum().clamp(min=1.0)
         opt.zero_grad()
         loss.backward()
         opt.step()
