@@ -70,3 +70,25 @@ def test_voice_distillation_compares_only_legal_ids_at_generated_positions():
     lo1, hi1 = vocab.slot_ranges[1]
     assert inside_frame.sum() == hi1 - lo1 and inside_frame[lo1:hi1].all()
     assert legal_masks(None, seqs, width) is None
+
+
+def test_training_data_is_generated_batched_with_each_prompts_own_randomness():
+    """Batched generation gives each prompt exactly what it gets alone (float64), so the data
+    does not depend on how many prompts run at once; unsupported models fall back to one by one."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from voicestream.config import SamplingConfig, SpecConfig
+    from voicestream.distill import generate_data
+    from voicestream.spec import SpeculativeDecoder
+
+    target = random_llama(vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, seed=3).double()
+    prompts = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10], [11]]
+    data = generate_data(target, prompts, 20, seed=5, batch=3)
+    cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=20)
+    for i, (p, seq) in enumerate(zip(prompts, data)):
+        alone = [t for c in SpeculativeDecoder(target).generate(p, cfg.with_(seed=5 + i)) for t in c.tokens]
+        assert seq == p + alone
+    assert len({tuple(s[len(p):]) for p, s in zip(prompts, data)}) == len(prompts)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=64)).eval()
+    out = generate_data(gpt2, prompts[:2], 6, seed=0)
+    assert [len(s) for s in out] == [len(p) + 6 for p in prompts[:2]]

@@ -81,14 +81,44 @@ def read_prompts(args: argparse.Namespace, vocab: int, voice=None) -> list[list[
     return [[rng.randrange(vocab) for _ in range(8)] for _ in range(args.n_prompts)]
 
 
-def generate_data(target, prompts: list[list[int]], n_tokens: int, seed: int, constraint=None) -> list[list[int]]:
-    """The target's own sampled continuations (what the draft must learn to predict)."""
-    dec = SpeculativeDecoder(target)
+def generate_data(target, prompts: list[list[int]], n_tokens: int, seed: int, constraint=None,
+                  batch: int = 16) -> list[list[int]]:
+    """The target's own sampled continuations (what the draft must learn to predict).
+
+    Generated ``batch`` at a time by the batched decoder (continuous batching; each prompt
+    keeps its own seeded randomness), or one by one for architectures it does not support.
+    """
+    from .batch import BatchConfig, BatchedDecoder, UnsupportedModelError
+
     cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=n_tokens)
-    out = []
-    for i, p in enumerate(tqdm(prompts, desc="target generations")):
-        toks = [t for c in dec.generate(p, cfg.with_(seed=seed + i), constraint=constraint) for t in c.tokens]
-        out.append(p + toks)
+    bar = tqdm(total=len(prompts), desc="target generations")
+    try:
+        dec = BatchedDecoder(target, None, config=BatchConfig(max_batch=batch, priority=False, tick_token_budget=0))
+    except UnsupportedModelError:
+        dec = SpeculativeDecoder(target)
+        out = []
+        for i, p in enumerate(prompts):
+            out.append(p + [t for c in dec.generate(p, cfg.with_(seed=seed + i), constraint=constraint) for t in c.tokens])
+            bar.update()
+        bar.close()
+        return out
+    try:
+        reqs = [dec.submit(p, cfg.with_(seed=seed + i), constraint=constraint) for i, p in enumerate(prompts)]
+        out = []
+        for p, req in zip(prompts, reqs):
+            toks: list[int] = []
+            while True:
+                item = req.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                toks += item.tokens
+                if item.finish_reason is not None:
+                    break
+            out.append(p + toks)
+            bar.update()
+    finally:
+        dec.close()
+        bar.close()
     return out
 
 
@@ -196,7 +226,7 @@ def distill(args: argparse.Namespace) -> dict:
         loss.backward()
         opt.step()
         step += 1
-        loss_val = float(loss)
+        loss_val = float(loss.detach())
         if first_loss != first_loss:  # nan: the first step of this run
             first_loss = loss_val
         bar.update(1)
