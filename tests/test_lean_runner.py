@@ -1,4 +1,6 @@
 """The lean draft runner computes what transformers computes, on the same weights."""
+import copy
+
 import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -6,7 +8,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from voicestream.config import SpecConfig
 from voicestream.models import random_llama
 from voicestream.spec import SpeculativeDecoder
-from voicestream.spec.lean_runner import LeanLlamaRunner, lean_supported, make_draft_runner
+from voicestream.spec.lean_runner import LeanLlamaRunner, lean_supported, make_runner
 from voicestream.spec.runner import ModelRunner
 
 from conftest import collect, hf_greedy
@@ -48,11 +50,11 @@ def test_lean_logits_match_transformers_through_extend_and_rollback(name):
 def test_trained_weights_are_picked_up():
     model = MODELS["llama-mha"]()
     with torch.inference_mode():
-        before = make_draft_runner(model).prefill([1, 2, 3])
+        before = make_runner(model).prefill([1, 2, 3])
     with torch.no_grad():
         model.model.layers[0].self_attn.q_proj.weight.mul_(3.0)  # as an optimizer step would, in place
     with torch.inference_mode():
-        after = make_draft_runner(model).prefill([1, 2, 3])
+        after = make_runner(model).prefill([1, 2, 3])
         expected = ModelRunner(model).prefill([1, 2, 3])
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
@@ -63,6 +65,18 @@ def test_lean_and_plain_drafts_give_the_same_speculative_output(tiny_target, tin
     for lean in (False, True):
         dec = SpeculativeDecoder(tiny_target, tiny_draft, lean_draft=lean)
         assert collect(dec, prompt, SpecConfig(max_new_tokens=32))[0] == hf_greedy(tiny_target, prompt, 32)
+        dec.close()
+
+
+def test_a_lean_target_decodes_like_the_transformers_forward(tiny_target, tiny_draft):
+    """lean_target: plain and speculative decoding through the lean target forward give the
+    target's greedy tokens (float64: no rounding near-ties)."""
+    target, draft = copy.deepcopy(tiny_target).double(), copy.deepcopy(tiny_draft).double()
+    prompt = [5, 6, 7, 8]
+    expected = hf_greedy(target, prompt, 40)
+    for d in (None, draft):
+        dec = SpeculativeDecoder(target, d, lean_target=True)
+        assert collect(dec, prompt, SpecConfig(max_new_tokens=40))[0] == expected
         dec.close()
 
 
@@ -78,4 +92,4 @@ def test_wrappers_keep_their_own_forward():
     model = MODELS["llama-mha"]()
     assert lean_supported(model)
     assert not lean_supported(MaskingWrapper(model))
-    assert type(make_draft_runner(MaskingWrapper(model))) is ModelRunner
+    assert type(make_runner(MaskingWrapper(model))) is ModelRunner

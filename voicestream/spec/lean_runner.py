@@ -6,7 +6,7 @@ concatenation) costs more than its matrix products. This runner reads the model'
 weights (q/k/v and gate/up fused once), keeps a preallocated KV cache, and runs the layer
 stack as a short sequence of tensor ops. Any draft is correct for speculative decoding --
 the target alone decides what is emitted -- so the draft is where this pays off safely.
-Unsupported architectures fall back to :class:`ModelRunner` (see :func:`make_draft_runner`).
+Unsupported architectures fall back to :class:`ModelRunner` (see :func:`make_runner`).
 """
 from __future__ import annotations
 
@@ -233,8 +233,8 @@ class LeanLlamaRunner(ModelRunner):
         return logits if last_only else logits[0]
 
 
-def make_draft_runner(model: torch.nn.Module, lean: bool = True) -> ModelRunner:
-    """The fastest correct runner for a draft model."""
+def make_runner(model: torch.nn.Module, lean: bool = True) -> ModelRunner:
+    """The fastest runner for ``model``: the lean forward where supported (and wanted)."""
     if lean and lean_supported(model):
         return LeanLlamaRunner(model)
     return ModelRunner(model)

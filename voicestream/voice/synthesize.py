@@ -181,7 +181,10 @@ class Voice:
         self.target = target.eval()
         self.draft = draft.eval() if draft is not None else None
         # batch (a BatchConfig): all utterances share one batched decoder (voicestream.batch)
+        # lean_target: our own Llama voice LMs take the lean forward (the batched decoder
+        # already does); plain and speculative decoding share it, so they stay identical
         self.decoder = make_decoder(self.target, self.draft, batch=batch, draft_cpu_threads=draft_cpu_threads,
+                                    lean_target=True,
                                     realtime_tokens_per_s=codec.spec.tokens_per_second)
         self.spec_config = spec_config or self.default_spec_config()
 
