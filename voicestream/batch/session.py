@@ -16,10 +16,10 @@ import torch
 
 from ..config import SpecConfig
 from ..spec.acceptance import VerifyInput, verify
-from ..spec.constraint import TokenConstraint, apply_mask, forced_run, masks_along, walk
-from ..spec.decoder import Progress, TokenChunk
+from ..spec.constraint import TokenConstraint, apply_mask, masks_along, walk
+from ..spec.decoder import Progress, TokenChunk, append_forced
 from ..spec.draft_length import DraftLength
-from ..spec.logits import SeenTokens, one_hot, process_logits, to_probs
+from ..spec.logits import SeenTokens, process_logits, to_probs
 from ..spec.randomness import DRAFT, RESAMPLE, Randomness
 from ..spec.stats import GenerationStats
 
@@ -105,7 +105,6 @@ class SessionState(Progress):
         self._dstate = self.cstate
         self._dseen = SeenTokens(self.vocab_size, self.cfg.sampling.repetition_penalty, self.device)
         self._dseen.add(self.seq)
-        self.free = []
         return keep, fresh
 
     def draft_pick(self, logits: torch.Tensor) -> list[int] | None:
@@ -131,11 +130,9 @@ class SessionState(Progress):
             self._dstate = self.constraint.step(self._dstate, token)
         fed = [token]
         if token not in self.stop and cfg.jump_forward and self.constraint is not None:
-            forced, self._dstate = forced_run(self.constraint, self._dstate, self.stop, self.remaining - len(self.cands))
-            self.cands += forced
-            self.free += [False] * len(forced)
-            if not scfg.greedy:
-                self.probs += [one_hot(t, logits) for t in forced]
+            forced, self._dstate = append_forced(self.constraint, self._dstate, self.stop,
+                                                 self.remaining - len(self.cands), self.cands, self.free,
+                                                 None if scfg.greedy else self.probs, logits)
             fed += forced
             if forced and forced[-1] in self.stop:
                 return None

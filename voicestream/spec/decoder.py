@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
@@ -51,12 +51,26 @@ class DraftChunk:
     probs: torch.Tensor | None  # (k, V) processed draft probabilities (sampling rules)
     ready: object | None = None  # CUDA event after the draft's work, None on CPU
     end_state: object = None  # constraint state after the chunk (speculation continues from it)
-    free: list[bool] | None = None  # per token: drafted (True) or forced by the constraint (False)
+    free: list[bool] = field(default_factory=list)  # per token: drafted (True) or forced (False)
 
     def drafted(self, upto: int | None = None) -> int:
         """How many of the first ``upto`` tokens the draft chose (forced ones excluded)."""
-        flags = self.free if self.free is not None else [True] * len(self.tokens)
-        return sum(flags[:upto])
+        return sum(self.free[:upto])
+
+
+def append_forced(
+    constraint: TokenConstraint, state: object, stop: frozenset[int], limit: int,
+    tokens: list[int], free: list[bool], rows: list[torch.Tensor] | None, like: torch.Tensor,
+) -> tuple[list[int], object]:
+    """Add the run the constraint forces after ``state`` to a draft chunk: its tokens,
+    their flags (forced, not drafted) and, when sampling (``rows`` given), one-hot draft
+    rows; returns the run and the state after it. Shared by single and batched drafting."""
+    forced, state = forced_run(constraint, state, stop, limit)
+    tokens += forced
+    free += [False] * len(forced)
+    if rows is not None:
+        rows += [one_hot(t, like) for t in forced]
+    return forced, state
 
 
 def validate_prompt(prompt: Sequence[int], vocab_size: int) -> list[int]:
@@ -176,23 +190,25 @@ class Progress:
         """Append verified tokens (and what the constraint forces after them), cutting at a
         stop id or the token budget."""
         start = self.generated
-        tokens = tokens + self._forced_after(tokens)
+        state = walk(self.constraint, tokens, self.cstate) if self.constraint is not None else None
+        forced, state = self._forced_after(tokens, state)
+        tokens = tokens + forced
         out, reason, stop_token = cut_at_stop(tokens, self.stop, start, self.cfg.max_new_tokens)
         self.seq.extend(out)
         self.seen.add(out)
-        if self.constraint is not None:
-            self.cstate = walk(self.constraint, out, self.cstate)
+        if self.constraint is not None:  # a cut (stop id, budget) ends the generation before `state`
+            self.cstate = state if len(out) == len(tokens) else walk(self.constraint, out, self.cstate)
         self.stats.record_tokens(len(out))
         if reason is not None:
             self.stats.finish(reason)
         return TokenChunk(out, start, reason, stop_token)
 
-    def _forced_after(self, tokens: list[int]) -> list[int]:
-        """Jump-forward: what the constraint forces after ``seq + tokens`` (nothing after a stop)."""
+    def _forced_after(self, tokens: list[int], state: object) -> tuple[list[int], object]:
+        """Jump-forward: what the constraint forces after ``seq + tokens`` (``state``: the
+        constraint state there; nothing after a stop), and the state after it."""
         if not self.cfg.jump_forward or self.constraint is None or (tokens and tokens[-1] in self.stop):
-            return []
-        limit = self.remaining - len(tokens)
-        return forced_run(self.constraint, walk(self.constraint, tokens, self.cstate), self.stop, limit)[0]
+            return [], state
+        return forced_run(self.constraint, state, self.stop, self.remaining - len(tokens))
 
     def jump_start(self) -> TokenChunk | None:
         """Before the first forward: commit what the constraint forces right after the prompt
@@ -386,11 +402,8 @@ class _Generation(Progress):
         drafted = 0
         while True:
             if jump and not (tokens and tokens[-1] in self.stop):
-                forced, state = forced_run(constraint, state, self.stop, limit - len(tokens))
-                tokens += forced
-                free += [False] * len(forced)
-                if not greedy:
-                    rows += [one_hot(t, logits) for t in forced]
+                forced, state = append_forced(constraint, state, self.stop, limit - len(tokens), tokens, free,
+                                              None if greedy else rows, logits)
                 feed += forced
                 if forced and (forced[-1] in self.stop or len(tokens) >= limit):
                     break
