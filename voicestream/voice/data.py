@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .phones import teacher_sample_rate, unit_phones
 from .shards import Utterance
 from .vocab import GrammarState, VoiceVocab
 
@@ -31,17 +32,27 @@ class Example:
         return int(self.ids.size)
 
 
-def encode_utterance(vocab: VoiceVocab, utt: Utterance, *, text_weight: float = 0.0) -> Example | None:
-    """Sequence in ``vocab.layout``; ``None`` if the layout needs units the utterance lacks.
+def encode_utterance(
+    vocab: VoiceVocab, utt: Utterance, *, text_weight: float = 0.0, frame_rate: float = 50.0
+) -> Example | None:
+    """Sequence in ``vocab.layout``; ``None`` if the layout needs units (or, for phones, the
+    teacher's phoneme alignment) the utterance lacks.  ``frame_rate``: codec frames per second.
 
     Weights: 1 for every token after ``<audio_start>`` (codec tokens, copied unit text,
     markers and ``<audio_end>``: the model generates all of them), ``text_weight`` for
     the prompt text (an optional auxiliary loss), 0 for ``<bos>``.
     """
-    if vocab.layout == "words" and not utt.has_units:
+    if vocab.has_units and not utt.has_units:
         return None
+    phones = None
+    if vocab.layout == "phones":
+        alignment = utt.meta.get("phonemes")
+        if not alignment:
+            return None
+        sr = teacher_sample_rate(alignment, float(utt.meta["audio_s"]))
+        phones = unit_phones(alignment, sr, frame_rate, utt.unit_frames)
     ids = np.asarray(
-        vocab.sequence(utt.norm, utt.tokens, utt.unit_frames, utt.units, normalize=False), dtype=np.int64
+        vocab.sequence(utt.norm, utt.tokens, utt.unit_frames, utt.units, phones, normalize=False), dtype=np.int64
     )
     states = vocab.grammar.states(ids.tolist())
     start = int(np.nonzero(ids == vocab.audio_start_id)[0][0])
@@ -52,12 +63,13 @@ def encode_utterance(vocab: VoiceVocab, utt: Utterance, *, text_weight: float = 
 
 
 def encode_utterances(
-    vocab: VoiceVocab, utts: Sequence[Utterance], *, text_weight: float = 0.0, max_len: int = 4096
+    vocab: VoiceVocab, utts: Sequence[Utterance], *, text_weight: float = 0.0, max_len: int = 4096,
+    frame_rate: float = 50.0,
 ) -> tuple[list[Example], dict]:
     """Encode many; returns (examples, counts of what was skipped and why)."""
     out, no_units, too_long = [], 0, 0
     for u in utts:
-        ex = encode_utterance(vocab, u, text_weight=text_weight)
+        ex = encode_utterance(vocab, u, text_weight=text_weight, frame_rate=frame_rate)
         if ex is None:
             no_units += 1
         elif len(ex) > max_len:

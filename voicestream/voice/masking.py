@@ -74,15 +74,16 @@ class SlotOnly:
 
 class _TFState(NamedTuple):
     g: int  # slot-grammar state
-    pos: int  # next prompt character to copy (words layout)
+    pos: int  # next prompt character to copy (unit layouts)
     frames: int  # frames since the current unit's text (or since <audio_start>)
     text: tuple[int, ...]  # prompt character ids (LM ids), collected before <audio_start>
+    phones: int = 0  # phones layout: phones written since the last frame
 
 
 class TextFollowing:
-    """Slot grammar plus "say exactly the prompt, once" (words layout).
+    """Slot grammar plus "say exactly the prompt, once" (words and phones layouts).
 
-    In the words layout the LM re-emits each unit's text before its frames.  This
+    In the unit layouts the LM re-emits each unit's text before its frames.  This
     grammar only lets it copy the *next* characters of the prompt: after ``<word>`` the
     next prompt character; inside a unit the next character, and at a word boundary
     also the unit's first frame; ``<word>`` only while text remains, ``<audio_end>``
@@ -90,13 +91,16 @@ class TextFollowing:
     codec token, but cannot skip, repeat or invent words, and generation always ends
     when the text is spoken.  ``max_unit_frames`` bounds the frames per unit (forcing
     the next ``<word>``/``<audio_end>``), so a poorly trained model cannot babble
-    forever; in the plain layout that cap is the only addition.
+    forever; in the plain layout that cap is the only addition.  In the phones layout
+    at most ``max_phone_run`` phones may follow one another without a frame between
+    (the teacher's longest run is a handful), and none once the unit's frame cap is hit.
     """
 
-    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150) -> None:
+    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_phone_run: int = 6) -> None:
         self.vocab = vocab
         self.g = vocab.grammar
         self.max_unit_frames = max_unit_frames
+        self.max_phone_run = max_phone_run
         self.space = vocab.text_ids(" ", normalize=False)[0]
         self._rows: dict[tuple, torch.Tensor] = {}
         self._forced: dict[tuple, int | None] = {}
@@ -110,32 +114,38 @@ class TextFollowing:
         if state.g == GrammarState.PROMPT:
             text = state.text + (t,) if v.is_char(t) else state.text
             return _TFState(g, 0, 0, text)
-        pos, frames = state.pos, state.frames
+        pos, frames, phones = state.pos, state.frames, state.phones
         if t == v.word_id:
             while pos < len(state.text) and state.text[pos] == self.space:
                 pos += 1
-            frames = 0
+            frames = phones = 0
         elif v.is_char(t) and state.g in (GrammarState.UNIT_CHAR0, GrammarState.UNIT_CHARS):
             pos += 1
+        elif v.is_phone(t):
+            phones += 1
         elif v.is_codec(t) and state.g not in (GrammarState.PROMPT, GrammarState.DONE) and state.g < GrammarState.SLOT:
             frames += 1  # a frame starts
-        return _TFState(g, pos, frames, state.text)
+            phones = 0
+        return _TFState(g, pos, frames, state.text, phones)
 
     def _key(self, s: _TFState) -> tuple:
+        """``(state, next char, <word> ok, <audio_end> ok, unit audio ok, phone ok)``: all a row depends on."""
         v, text = self.vocab, s.text
         remaining = s.pos < len(text)
-        words = v.layout == "words"
+        phones = v.layout == "phones"
         nxt = text[s.pos] if remaining else -1
         if s.g == GrammarState.UNIT_CHAR0:
-            return (s.g, nxt, False, False, False)
+            return (s.g, nxt, False, False, False, False)
         if s.g == GrammarState.UNIT_CHARS:
-            boundary = not remaining or nxt == self.space
-            return (s.g, nxt, False, False, boundary)
+            boundary = not remaining or nxt == self.space  # the unit's audio may start here
+            return (s.g, nxt, False, False, boundary and not phones, boundary and phones)
         if s.g == GrammarState.FRAME:
-            if words:
-                return (s.g, -1, remaining, not remaining, s.frames < self.max_unit_frames)
+            if v.has_units:
+                more = s.frames < self.max_unit_frames
+                phone_ok = phones and more and s.phones < self.max_phone_run
+                return (s.g, -1, remaining, not remaining, more, phone_ok)
             n_words = 1 + sum(1 for c in text if c == self.space)
-            return (s.g, -1, False, True, s.frames < self.max_unit_frames * n_words)
+            return (s.g, -1, False, True, s.frames < self.max_unit_frames * n_words, False)
         return (s.g,)
 
     def forced(self, state: _TFState) -> int | None:
@@ -148,15 +158,17 @@ class TextFollowing:
         if row is None:
             row = self.g.allowed[state.g].clone()
             if len(key) > 1:
-                g, char, word_ok, end_ok, slot0_ok = key
+                g, char, word_ok, end_ok, slot0_ok, phone_ok = key
                 v = self.vocab
                 lo0, hi0 = v.slot_ranges[0]
+                plo, phi = v.phone_range
+                row[plo:phi] = phone_ok
                 if g in (GrammarState.UNIT_CHAR0, GrammarState.UNIT_CHARS):
                     clo, chi = v.char_range
                     row[clo:chi] = False
                     if char >= 0:
                         row[char] = True
-                    row[lo0:hi0] = slot0_ok  # a unit may end only at a word boundary
+                    row[lo0:hi0] = slot0_ok  # a unit's audio may start only at a word boundary
                 else:  # FRAME
                     row[v.word_id] = word_ok
                     row[v.audio_end_id] = end_ok

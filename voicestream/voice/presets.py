@@ -14,7 +14,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from .vocab import VoiceVocab
 
-__all__ = ["PRESETS", "ModelPreset", "TrainPreset", "build_model", "count_parameters"]
+__all__ = ["PRESETS", "ModelPreset", "TrainPreset", "build_model", "count_parameters", "warm_start"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,45 @@ def build_model(preset: ModelPreset, vocab: VoiceVocab, *, seed: int = 0) -> Lla
     model.generation_config = GenerationConfig(
         bos_token_id=vocab.bos_id, eos_token_id=vocab.audio_end_id, pad_token_id=vocab.pad_id
     )
+    return model
+
+
+def warm_start(model: LlamaForCausalLM, vocab: VoiceVocab, *, seed: int = 0) -> LlamaForCausalLM:
+    """Re-target a trained voice LM to ``vocab`` (another layout of the same ids) in place.
+
+    Why: a new layout (e.g. adding phone tokens) should not throw away what an LM has
+    already learned about the codec's frames - hours of CPU training.  The shared ids
+    (codec, characters, specials) keep their rows; the embedding and head grow to the new
+    size, and each phone row starts from the mean character embedding (input) and the
+    ``<word>`` marker's head row (output: phones are decided where ``<word>`` is), plus a
+    little noise so phones are distinguishable.
+    """
+    import torch
+
+    raw = getattr(model.config, "voicestream_vocab", None)
+    if not raw:
+        raise ValueError("warm start needs a voice LM (its config has no voicestream_vocab)")
+    old = VoiceVocab.from_dict(raw)
+    if (old.codec_vocab_size, old.slot_ranges, old.pad_id) != (vocab.codec_vocab_size, vocab.slot_ranges, vocab.pad_id):
+        raise ValueError("the checkpoint's vocabulary does not share ids with the new one")
+    if old.phones and old.phones != vocab.phones[: len(old.phones)]:
+        raise ValueError("the new phone list must extend the checkpoint's")
+    if model.config.vocab_size != vocab.vocab_size:
+        model.resize_token_embeddings(vocab.vocab_size, mean_resizing=False)
+    gen = torch.Generator().manual_seed(seed)
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    lo, hi = vocab.phone_range
+    lo += len(old.phones)  # rows the checkpoint already trained stay
+    if hi > lo:
+        with torch.no_grad():
+            clo, chi = vocab.char_range
+            chars = emb[clo:chi]
+            emb[lo:hi] = chars.mean(0) + chars.std(0) * torch.randn(hi - lo, emb.shape[1], generator=gen).to(emb.dtype)
+            if head.data_ptr() != emb.data_ptr():
+                row = head[vocab.word_id]
+                head[lo:hi] = row + 0.02 * row.abs().mean() * torch.randn(hi - lo, head.shape[1], generator=gen).to(head.dtype)
+    model.config.voicestream_vocab = vocab.to_dict()
+    model.config.vocab_size = vocab.vocab_size
     return model
 
 

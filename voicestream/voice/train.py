@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from ..models import load_causal_lm
 from .data import encode_utterances
 from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
-from .presets import build_model, count_parameters, preset
+from .phones import phone_inventory
+from .presets import build_model, count_parameters, preset, warm_start
 from .shards import Corpus
 from .slot_logits import group_logits, hidden_and_head, scatter
-from .vocab import VoiceVocab
+from .vocab import LAYOUTS, VoiceVocab
 
 __all__ = ["grammar_loss", "main", "make_trainer"]
 
@@ -68,13 +69,19 @@ def make_trainer(
     preset_name: str = "target",
     layout: str = "words",
     resume: bool = False,
+    init_from: str | Path | None = None,
     loop_overrides: dict | None = None,
     text_weight: float | None = None,
     seed: int = 0,
 ) -> tuple[Trainer, dict]:
-    """Build (or restore) a trainer; returns it and a summary of the data/model."""
+    """Build (or restore) a trainer; returns it and a summary of the data/model.
+
+    ``init_from``: start from a trained voice LM's weights (any layout of the same ids,
+    see :func:`~voicestream.voice.presets.warm_start`) instead of a fresh ``preset_name``.
+    """
     out = Path(out)
     corpus = Corpus(corpus_dir)
+    train_utts = corpus.utterances("train")
     saved = Trainer.saved_config(out) if resume else None
     if resume and saved is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {out / MODEL_DIR}")
@@ -88,19 +95,24 @@ def make_trainer(
         cfg = LoopConfig(**{**saved, "betas": tuple(saved["betas"])})
         text_weight = extra["text_weight"]
     else:
-        vocab = VoiceVocab(layout=layout)
-        model = build_model(mp, vocab, seed=seed)
+        phones = phone_inventory(u.meta.get("phonemes") or () for u in train_utts) if layout == "phones" else ()
+        vocab = VoiceVocab(layout=layout, phones=phones)
+        if init_from is not None:
+            model = warm_start(load_causal_lm(init_from, dtype=torch.float32), vocab, seed=seed)
+        else:
+            model = build_model(mp, vocab, seed=seed)
         text_weight = tp.text_weight if text_weight is None else text_weight
         cfg = LoopConfig(
             lr=tp.lr, min_lr_ratio=tp.min_lr_ratio, warmup_steps=tp.warmup_steps, total_steps=tp.total_steps,
             weight_decay=tp.weight_decay, grad_clip=tp.grad_clip, batch_tokens=tp.batch_tokens, seed=seed,
-            extra={"job": "train", "preset": preset_name, "text_weight": text_weight, "corpus": str(corpus_dir)},
+            extra={"job": "train", "preset": preset_name, "text_weight": text_weight, "corpus": str(corpus_dir),
+                   "init_from": str(init_from) if init_from is not None else None},
         )
     for k, v in (loop_overrides or {}).items():
         if v is not None:
             setattr(cfg, k, v)
     max_len = model.config.max_position_embeddings
-    train, stats = encode_utterances(vocab, corpus.utterances("train"), text_weight=text_weight, max_len=max_len)
+    train, stats = encode_utterances(vocab, train_utts, text_weight=text_weight, max_len=max_len)
     held, _ = encode_utterances(vocab, corpus.utterances("heldout"), text_weight=text_weight, max_len=max_len) \
         if "heldout" in corpus.splits else ([], {})
     trainer = Trainer(model, train, grammar_loss(vocab), out, cfg, pad_id=vocab.pad_id, heldout=held,
@@ -124,14 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", default="target", help="target | draft | tiny")
-    ap.add_argument("--layout", default="words", choices=["words", "plain"])
+    ap.add_argument("--layout", default="words", choices=list(LAYOUTS))
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from this trained voice LM (e.g. a words-layout checkpoint for a phones run)")
     ap.add_argument("--text-weight", type=float, default=None)
     add_loop_arguments(ap, warmup=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = loop_overrides(args)
     trainer, summary = make_trainer(
-        args.corpus, args.out, preset_name=args.preset, layout=args.layout, resume=args.resume,
+        args.corpus, args.out, preset_name=args.preset, layout=args.layout, resume=args.resume, init_from=args.init_from,
         loop_overrides=overrides, text_weight=args.text_weight, seed=args.seed,
     )
     print(json.dumps(summary))

@@ -15,7 +15,8 @@ Id layout (stable: trained checkpoints depend on it; stored in the model config)
     5416  <audio_end>    end of audio = the LM's EOS (generation stops on it)
     5417  <word>         unit marker in the interleaved ("words") layout
     5418  <pad>          batch padding (never predicted)
-    [5419, 5440)         unused padding up to a multiple of 64 (always masked)
+    [5419, 5419 + P)     phones layout only: the P phone symbols (``VoiceVocab.phones``)
+    then                 unused padding up to a multiple of 64 (always masked)
 
 Sequence layouts (``VoiceVocab.layout``)::
 
@@ -23,6 +24,8 @@ Sequence layouts (``VoiceVocab.layout``)::
     words:  <bos> text <text_end> <audio_start>
                 <word> unit1-chars  frames(unit1)
                 <word> unit2-chars  frames(unit2) ... <audio_end>
+    phones: as words, with each phone written before the frames it starts in:
+                <word> unit1-chars  p1 f f  p2 f f f  p3 f ...  <word> ...
 
 where each frame ``f`` is ``tokens_per_frame`` codec ids in slot order.  The prompt
 (up to and including ``<audio_start>``) is the same in both layouts, so
@@ -38,7 +41,8 @@ characters itself, and :meth:`VoiceVocab.codec_tokens_from_lm` drops them.
 
 Slot grammar: given the tokens so far, the set of legal next ids is fixed (inside a
 frame only one codebook is legal; at a frame boundary: slot-0 codebook, ``<audio_end>``
-and, in the words layout, ``<word>``).  :class:`SlotGrammar` tracks that state and
+and, in the words layouts, ``<word>``; phones at frame boundaries and after a unit's
+letters in the phones layout, see :mod:`voicestream.voice.phones` for why).  :class:`SlotGrammar` tracks that state and
 gives per-position boolean masks, for training (masked softmax) and for decoding
 (a logits hook; see :mod:`voicestream.voice.masking`).
 """
@@ -65,7 +69,8 @@ __all__ = [
     "codec2_spec",
 ]
 
-LAYOUTS = ("plain", "words")
+LAYOUTS = ("plain", "words", "phones")
+UNIT_LAYOUTS = ("words", "phones")  # layouts that re-emit unit text before its audio
 _N_CHAR_IDS = len(SPECIAL_TOKENS) + len(ALPHABET)  # 37: the CharTokenizer id space
 
 
@@ -86,8 +91,8 @@ class GrammarState(IntEnum):
     PROMPT = 0  # before <audio_start>: anything (prompt tokens are given, not generated)
     UNIT_START = 1  # words layout, right after <audio_start>: only <word>
     UNIT_CHAR0 = 2  # after <word>: a character
-    UNIT_CHARS = 3  # after a unit character: more characters or the unit's first frame
-    FRAME = 4  # frame boundary: slot-0 codes, <audio_end> (and <word> in words layout)
+    UNIT_CHARS = 3  # after a unit character: more characters or the unit's first frame (phones: phone)
+    FRAME = 4  # frame boundary: slot-0 codes, <audio_end> (and <word> / phones in the unit layouts)
     DONE = 5  # after <audio_end>: nothing is legal; allow all so masks never go empty
     SLOT = 6  # SLOT + k (k = 1..tokens_per_frame-1): inside a frame, before slot k
 
@@ -101,6 +106,7 @@ class VoiceVocab:
     slot_ranges: tuple[tuple[int, int], ...] = ()  # per slot, half-open codec id range
     layout: str = "words"
     pad_to_multiple: int = 64
+    phones: tuple[str, ...] = ()  # phones layout: the phone symbols (default: phones.PHONES)
     tokenizer: CharTokenizer = field(default_factory=CharTokenizer, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +119,13 @@ class VoiceVocab:
             object.__setattr__(
                 self, "slot_ranges", tuple(spec.slot_token_range(k) for k in range(spec.tokens_per_frame))
             )
+        if self.layout == "phones" and not self.phones:
+            from .phones import PHONES
+
+            object.__setattr__(self, "phones", PHONES)
+        object.__setattr__(self, "phones", tuple(self.phones))
+        if self.phones and self.layout != "phones":
+            raise ValueError("phones are only used by the phones layout")
         ranges = tuple(tuple(int(x) for x in r) for r in self.slot_ranges)
         object.__setattr__(self, "slot_ranges", ranges)
         if len(ranges) != self.tokens_per_frame:
@@ -121,13 +134,14 @@ class VoiceVocab:
             raise ValueError("slot ranges must lie inside the codec vocabulary")
 
     @classmethod
-    def for_codec(cls, spec: CodecSpec, layout: str = "words") -> VoiceVocab:
+    def for_codec(cls, spec: CodecSpec, layout: str = "words", phones: Sequence[str] = ()) -> VoiceVocab:
         """Vocabulary for any codec spec (tests use toy specs)."""
         return cls(
             codec_vocab_size=spec.vocab_size,
             tokens_per_frame=spec.tokens_per_frame,
             slot_ranges=tuple(spec.slot_token_range(k) for k in range(spec.tokens_per_frame)),
             layout=layout,
+            phones=tuple(phones),
         )
 
     # ----- serialisation (stored in the model's config.json) ---------------
@@ -135,12 +149,14 @@ class VoiceVocab:
         d = asdict(self)
         d.pop("tokenizer", None)
         d["slot_ranges"] = [list(r) for r in self.slot_ranges]
+        d["phones"] = list(self.phones)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> VoiceVocab:
         d = dict(d)
         d["slot_ranges"] = tuple(tuple(r) for r in d.get("slot_ranges", ()))
+        d["phones"] = tuple(d.get("phones", ()))
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "tokenizer"})
 
     # ----- offsets ---------------------------------------------------------
@@ -174,8 +190,18 @@ class VoiceVocab:
         return self.bos_id + 5
 
     @property
+    def phone_range(self) -> tuple[int, int]:
+        """Half-open LM id range of the phone symbols (empty outside the phones layout)."""
+        return self.pad_id + 1, self.pad_id + 1 + len(self.phones)
+
+    @property
     def used_size(self) -> int:
-        return self.pad_id + 1
+        return self.phone_range[1]
+
+    @property
+    def has_units(self) -> bool:
+        """Whether sequences re-emit each unit's text before its audio (words, phones)."""
+        return self.layout in UNIT_LAYOUTS
 
     @property
     def vocab_size(self) -> int:
@@ -194,6 +220,16 @@ class VoiceVocab:
     def is_char(self, token: int) -> bool:
         lo, hi = self.char_range
         return lo <= token < hi
+
+    def is_phone(self, token: int) -> bool:
+        lo, hi = self.phone_range
+        return lo <= token < hi
+
+    def phone_id(self, symbol: str) -> int:
+        try:
+            return self.phone_range[0] + self.phones.index(symbol)
+        except ValueError:
+            raise ValueError(f"phone {symbol!r} is not in this vocabulary") from None
 
     # ----- text ------------------------------------------------------------
     def text_ids(self, text: str, *, normalize: bool = True) -> list[int]:
@@ -215,15 +251,18 @@ class VoiceVocab:
         codec_tokens: Sequence[int] | np.ndarray,
         unit_frames: Sequence[int] | None = None,
         units: Sequence[str] | None = None,
+        unit_phones: Sequence[Sequence[tuple[str, int]]] | None = None,
         *,
         normalize: bool = False,
     ) -> list[int]:
         """A whole training sequence in this vocab's layout (prompt + audio part + EOS).
 
         ``text`` is normalised text (``normalize=False`` by default: corpora store it
-        normalised).  The words layout needs ``units`` (text pieces whose concatenation
+        normalised).  The words layouts need ``units`` (text pieces whose concatenation
         with single spaces is ``text``) and ``unit_frames`` (frames per unit, each >= 1,
-        summing to the number of frames).
+        summing to the number of frames); the phones layout also ``unit_phones`` (per
+        unit, ``(phone, frame offset)`` pairs in order, the first at offset 0; see
+        :func:`voicestream.voice.phones.unit_phones`).
         """
         toks = np.asarray(codec_tokens, dtype=np.int64).reshape(-1)
         k = self.tokens_per_frame
@@ -234,17 +273,32 @@ class VoiceVocab:
             out.extend(int(t) for t in toks)
         else:
             if units is None or unit_frames is None:
-                raise ValueError("the words layout needs units and unit_frames")
+                raise ValueError(f"the {self.layout} layout needs units and unit_frames")
+            if self.layout == "phones" and (unit_phones is None or len(unit_phones) != len(units)):
+                raise ValueError("the phones layout needs unit_phones, one list per unit")
             if len(units) != len(unit_frames):
                 raise ValueError("units and unit_frames differ in length")
             frames = [int(f) for f in unit_frames]
             if any(f < 1 for f in frames) or sum(frames) * k != toks.size:
                 raise ValueError(f"unit_frames {frames} must be >= 1 and sum to {toks.size // k} frames")
             pos = 0
-            for unit, nf in zip(units, frames):
+            for u, (unit, nf) in enumerate(zip(units, frames)):
                 out.append(self.word_id)
                 out.extend(self.text_ids(unit, normalize=normalize))
-                out.extend(int(t) for t in toks[pos : pos + nf * k])
+                if self.layout == "words":
+                    out.extend(int(t) for t in toks[pos : pos + nf * k])
+                else:
+                    phones = list(unit_phones[u])
+                    offsets = [off for _, off in phones]
+                    if not phones or offsets[0] != 0 or offsets != sorted(offsets) or offsets[-1] > nf:
+                        raise ValueError(f"unit {u}: phones {phones} must start at offset 0, in order, within {nf} frames")
+                    i = 0
+                    for f in range(nf + 1):
+                        while i < len(phones) and phones[i][1] == f:
+                            out.append(self.phone_id(phones[i][0]))
+                            i += 1
+                        if f < nf:
+                            out.extend(int(t) for t in toks[pos + f * k : pos + (f + 1) * k])
                 pos += nf * k
         out.append(self.audio_end_id)
         return out
@@ -312,10 +366,15 @@ class SlotGrammar:
         allowed[GrammarState.UNIT_CHAR0, clo:chi] = True
         allowed[GrammarState.UNIT_CHARS, clo:chi] = True
         lo0, hi0 = v.slot_ranges[0]
-        allowed[GrammarState.UNIT_CHARS, lo0:hi0] = True
+        plo, phi = v.phone_range
+        if v.layout == "phones":  # letters, then the unit's first phone; phones at frame boundaries
+            allowed[GrammarState.UNIT_CHARS, plo:phi] = True
+            allowed[GrammarState.FRAME, plo:phi] = True
+        else:
+            allowed[GrammarState.UNIT_CHARS, lo0:hi0] = True
         allowed[GrammarState.FRAME, lo0:hi0] = True
         allowed[GrammarState.FRAME, v.audio_end_id] = True
-        if v.layout == "words":
+        if v.has_units:
             allowed[GrammarState.FRAME, v.word_id] = True
         for s in range(1, k):
             lo, hi = v.slot_ranges[s]
@@ -339,7 +398,7 @@ class SlotGrammar:
             raise GrammarError(f"token {t} is not legal in state {self.describe(state)}")
         if state == GrammarState.PROMPT:
             if t == v.audio_start_id:
-                return int(GrammarState.UNIT_START if v.layout == "words" else GrammarState.FRAME)
+                return int(GrammarState.UNIT_START if v.has_units else GrammarState.FRAME)
             return state
         if state == GrammarState.DONE or t == v.audio_end_id:
             return int(GrammarState.DONE)
@@ -347,6 +406,8 @@ class SlotGrammar:
             return int(GrammarState.UNIT_CHAR0)
         if v.is_char(t):
             return int(GrammarState.UNIT_CHARS)
+        if v.is_phone(t):
+            return int(GrammarState.FRAME)
         if v.is_codec(t):
             if state >= GrammarState.SLOT:
                 nxt = state + 1

@@ -1,0 +1,180 @@
+"""The phones layout: teacher phone timing between frames, its grammar, warm start, training."""
+
+import numpy as np
+import pytest
+import torch
+
+from voicestream.config import SamplingConfig, SpecConfig
+from voicestream.models import load_causal_lm
+from voicestream.spec.decoder import SpeculativeDecoder
+from voicestream.voice.masking import TextFollowing
+from voicestream.voice.phones import PHONES, phone_inventory, teacher_sample_rate, unit_phones
+from voicestream.voice.presets import PRESETS, build_model, warm_start
+from voicestream.voice.vocab import GrammarError, GrammarState, VoiceVocab
+
+from test_voice_vocab import random_tokens
+
+SR = 1000  # toy teacher rate: 20 samples = one 50 Hz frame
+
+
+def test_phones_start_each_unit_and_sit_at_their_rounded_frames():
+    # "^" 1 frame, "h" 2, "i" 1, " " 1 | "j" 1 (rounded from 1.4), "o" 2.6, "$" 1 -> frames 5 | 5
+    alignment = [("^", 20), ("h", 40), ("i", 20), (" ", 20), ("j", 28), ("o", 52), ("$", 20)]
+    got = unit_phones(alignment, SR, 50.0, [5, 5])
+    assert got == [[("^", 0), ("h", 1), ("i", 3), (" ", 4)], [("j", 0), ("o", 1), ("$", 4)]]
+    # a unit edge the rounding left without a starting phone repeats the sounding one
+    got = unit_phones([("^", 20), ("a", 100), ("$", 20)], SR, 50.0, [3, 4])
+    assert got == [[("^", 0), ("a", 1)], [("a", 0), ("$", 3)]]
+    # a phone starting after the last frame goes to the last unit's end
+    got = unit_phones([("a", 40), ("$", 0)], SR, 50.0, [2])
+    assert got == [[("a", 0), ("$", 2)]]
+    assert teacher_sample_rate([("a", 22050)], 1.0005) == 22050
+    assert phone_inventory([[("a", 1), ("q", 1)], [("ʁ", 2)]])[: len(PHONES)] == PHONES
+    assert phone_inventory([[("a", 1), ("q", 1)], [("ʁ", 2)]])[len(PHONES) :] == ("q", "ʁ")
+
+
+def _phones_sequence(v: VoiceVocab, seed: int = 0):
+    text = "of the cats, one slept."
+    units, frames = ["of the", "cats,", "one", "slept."], [3, 4, 2, 3]
+    phones = [[("^", 0), ("ʌ", 0), ("v", 1), ("ð", 2)], [("k", 0), ("æ", 1), ("t", 2), ("s", 3), (",", 4)],
+              [("w", 0), ("ʌ", 1)], [("s", 0), ("l", 1), ("ɛ", 2), (".", 3), ("$", 3)]]
+    toks = random_tokens(v, sum(frames), seed=seed)
+    return text, units, frames, phones, toks
+
+
+def test_phones_sequence_round_trips_and_obeys_the_grammar():
+    v = VoiceVocab(layout="phones")
+    assert v.phones == PHONES and v.phone_range == (v.pad_id + 1, v.pad_id + 1 + len(PHONES))
+    assert v.vocab_size % 64 == 0 and v.vocab_size >= v.used_size == v.phone_range[1]
+    assert VoiceVocab.from_dict(v.to_dict()) == v
+    words = VoiceVocab()
+    for attr in ("bos_id", "word_id", "pad_id", "audio_end_id", "char_range"):  # ids shared with "words"
+        assert getattr(v, attr) == getattr(words, attr)
+    text, units, frames, phones, toks = _phones_sequence(v)
+    seq = v.sequence(text, toks, frames, units, phones)
+    generated = seq[len(v.prompt_for(text)) :]
+    assert v.codec_tokens_from_lm(generated) == toks.tolist()
+    assert v.text_from_ids(generated) == "".join(units)
+    assert [v.phones[t - v.phone_range[0]] for t in generated if v.is_phone(t)] == [p for u in phones for p, _ in u]
+    # each phone sits right before the frame it starts in: count frames before each phone
+    frame_starts, n_frames, unit = [], 0, -1
+    for i, t in enumerate(generated):
+        if t == v.word_id:
+            unit, base = unit + 1, n_frames
+        elif v.is_phone(t):
+            frame_starts.append(n_frames - base)
+        elif v.is_codec(t) and v.slot_ranges[0][0] <= t < v.slot_ranges[0][1]:
+            n_frames += 1
+    assert frame_starts == [off for u in phones for _, off in u]
+    states = v.grammar.states(seq)  # strict: every token is legal
+    masks = v.grammar.masks(seq)
+    lo0, hi0 = v.slot_ranges[0]
+    plo, phi = v.phone_range
+    for i, s in enumerate(states[:-1]):
+        if s == GrammarState.UNIT_CHARS and v.is_phone(seq[i + 1]):  # letters end: a phone, never a frame
+            assert masks[i, plo:phi].all() and not masks[i, lo0:hi0].any()
+    frame_row = masks[[i for i, s in enumerate(states) if s == GrammarState.FRAME][0]]
+    assert frame_row[plo:phi].all() and frame_row[lo0:hi0].all() and frame_row[v.word_id]
+    g = v.grammar
+    s = g.run([*v.prompt_for("hi."), v.word_id, *v.text_ids("hi.", normalize=False)])
+    with pytest.raises(GrammarError):
+        g.step(s, lo0)  # a frame straight after the letters
+    with pytest.raises(ValueError, match="offset 0"):
+        v.sequence(text, toks, frames, units, [[("k", 1)], *phones[1:]])
+    with pytest.raises(ValueError, match="unit_phones"):
+        v.sequence(text, toks, frames, units)
+    with pytest.raises(ValueError, match="only used by the phones layout"):
+        VoiceVocab(layout="words", phones=("a",))
+
+
+def test_text_following_in_the_phones_layout_bounds_phone_runs_and_unit_length():
+    v = VoiceVocab(layout="phones")
+    text, units, frames, phones, toks = _phones_sequence(v, seed=1)
+    seq = v.sequence(text, toks, frames, units, phones)
+    loose = TextFollowing(v)
+    state = loose.initial()
+    for i, t in enumerate(seq):
+        if i > v.audio_start_index(seq):
+            assert loose.allowed(state)[t], f"reference token {t} at {i} rejected"
+        state = loose.step(state, t)
+    tf = TextFollowing(v, max_unit_frames=3, max_phone_run=2)
+    plo, phi = v.phone_range
+    lo0, hi0 = v.slot_ranges[0]
+    state = tf.initial()
+    for t in [*v.prompt_for("hi there."), v.word_id, *v.text_ids("hi", normalize=False)]:
+        state = tf.step(state, t)
+    row = tf.allowed(state)  # end of a word: the next letter (space) or a phone, not a frame
+    assert row[plo:phi].all() and not row[lo0:hi0].any()
+    state = tf.step(state, plo)
+    state = tf.step(state, plo + 1)
+    row = tf.allowed(state)  # two phones in a row: the cap forces a frame (or the next unit)
+    assert not row[plo:phi].any() and row[lo0:hi0].all() and row[v.word_id]
+    frame = [int(random_tokens(v, 1, seed=k)[j]) for k in range(3) for j in range(7)]
+    for t in frame:  # three frames: the unit is at its cap, only <word> may follow
+        state = tf.step(state, t)
+    row = tf.allowed(state)
+    assert int(row.sum()) == 1 and row[v.word_id]
+    # random models under the grammar speak the text once, with phones, and stop
+    tiny = PRESETS["tiny"][0]
+    target, draft = build_model(tiny, v, seed=7), build_model(tiny, v, seed=8)
+    cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=600,
+                     stop_ids=(v.audio_end_id,), seed=3)
+    capped = TextFollowing(v, max_unit_frames=4)
+    chunks = list(SpeculativeDecoder(target, draft).generate(v.prompt_for(text), cfg, constraint=capped))
+    out = [t for c in chunks for t in c.tokens]
+    assert chunks[-1].finish_reason == "stop"
+    assert v.text_from_ids(out).replace(" ", "") == text.replace(" ", "")
+    assert any(v.is_phone(t) for t in out)
+    v.grammar.run(v.prompt_for(text) + out)
+
+
+def test_warm_start_keeps_shared_rows_and_loads_back(tmp_path):
+    words = VoiceVocab()
+    model = build_model(PRESETS["tiny"][0], words, seed=0)
+    before_emb = model.get_input_embeddings().weight.detach().clone()
+    before_head = model.get_output_embeddings().weight.detach().clone()
+    phones = VoiceVocab(layout="phones")
+    warm_start(model, phones, seed=0)
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert emb.shape[0] == head.shape[0] == phones.vocab_size == model.config.vocab_size
+    assert torch.equal(emb[: words.pad_id + 1], before_emb[: words.pad_id + 1])
+    assert torch.equal(head[: words.pad_id + 1], before_head[: words.pad_id + 1])
+    plo, phi = phones.phone_range
+    assert not torch.allclose(emb[plo], emb[plo + 1])  # phones start distinguishable
+    model.save_pretrained(tmp_path)
+    back = load_causal_lm(tmp_path)
+    assert VoiceVocab.from_dict(back.config.voicestream_vocab) == phones
+    assert torch.equal(back.get_input_embeddings().weight, emb)
+    with pytest.raises(ValueError, match="share ids"):
+        warm_start(build_model(PRESETS["tiny"][0], words), VoiceVocab(layout="phones", pad_to_multiple=64,
+                                                                      codec_vocab_size=64, tokens_per_frame=1,
+                                                                      slot_ranges=((0, 64),)))
+
+
+def test_phones_training_from_a_words_checkpoint(tmp_path):
+    pytest.importorskip("pycodec2")
+    import csv
+
+    from voicestream.voice.corpus import CorpusConfig, SyntheticTeacher, build_corpus
+    from voicestream.voice.synthesize import Voice
+    from voicestream.voice.train import make_trainer
+
+    corpus = tmp_path / "corpus"
+    build_corpus(corpus, CorpusConfig(n=6, heldout=1, shard_size=8, seed=2), teacher=SyntheticTeacher(), progress=False)
+    quiet = {"progress": False, "threads": 1, "ckpt_minutes": 60.0, "eval_batches": 1}
+    words, _ = make_trainer(corpus, tmp_path / "words", preset_name="tiny", loop_overrides={**quiet, "max_steps": 2})
+    words.run()
+    trainer, summary = make_trainer(corpus, tmp_path / "phones", preset_name="tiny", layout="phones",
+                                    init_from=tmp_path / "words" / "model", loop_overrides={**quiet, "max_steps": 12})
+    assert summary["layout"] == "phones" and summary["train_examples"]["kept"] == 5
+    vocab = VoiceVocab.from_dict(trainer.model.config.voicestream_vocab)
+    assert set("abcdefghijklmnopqrstuvwxyz").issuperset(set(vocab.phones[len(PHONES) :]))  # the toy teacher's letters
+    trainer.run()
+    with open(tmp_path / "phones" / "log.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    voice = Voice.load(tmp_path / "phones" / "model")
+    assert voice.vocab.layout == "phones"
+    res = voice.synthesize("a cat.", voice.spec_config.with_(max_new_tokens=400))
+    assert res.audio.size > 0 and res.stats.finish_reason in ("stop", "length")
+    voice.close()
