@@ -45,7 +45,8 @@ def _phones_sequence(v: VoiceVocab, seed: int = 0):
 def test_phones_sequence_round_trips_and_obeys_the_grammar():
     v = VoiceVocab(layout="phones")
     assert v.phones == PHONES and v.phone_range == (v.pad_id + 1, v.pad_id + 1 + len(PHONES))
-    assert v.vocab_size % 64 == 0 and v.vocab_size >= v.used_size == v.phone_range[1]
+    assert v.phones_end_id == v.phone_range[1] and not v.is_phone(v.phones_end_id)
+    assert v.vocab_size % 64 == 0 and v.vocab_size >= v.used_size == v.phone_range[1] + 1
     assert VoiceVocab.from_dict(v.to_dict()) == v
     words = VoiceVocab()
     for attr in ("bos_id", "word_id", "pad_id", "audio_end_id", "char_range"):  # ids shared with "words"
@@ -55,17 +56,28 @@ def test_phones_sequence_round_trips_and_obeys_the_grammar():
     generated = seq[len(v.prompt_for(text)) :]
     assert v.codec_tokens_from_lm(generated) == toks.tolist()
     assert v.text_from_ids(generated) == "".join(units)
-    assert [v.phones[t - v.phone_range[0]] for t in generated if v.is_phone(t)] == [p for u in phones for p, _ in u]
-    # each phone sits right before the frame it starts in: count frames before each phone
-    frame_starts, n_frames, unit = [], 0, -1
-    for i, t in enumerate(generated):
+    assert generated.count(v.phones_end_id) == len(units)
+    # per unit: letters, the phone list, <phones_end>, then each phone right before the frame it starts in
+    lists, placed, offsets, n_frames, in_list = [], [], [], 0, False
+    for t in generated:
         if t == v.word_id:
-            unit, base = unit + 1, n_frames
+            lists.append([])
+            placed.append([])
+            offsets.append([])
+            unit_start = n_frames
+        elif v.is_char(t):
+            in_list = True
+        elif t == v.phones_end_id:
+            in_list = False
         elif v.is_phone(t):
-            frame_starts.append(n_frames - base)
-        elif v.is_codec(t) and v.slot_ranges[0][0] <= t < v.slot_ranges[0][1]:
+            sym = v.phones[t - v.phone_range[0]]
+            (lists if in_list else placed)[-1].append(sym)
+            if not in_list:
+                offsets[-1].append(n_frames - unit_start)
+        elif v.slot_ranges[0][0] <= t < v.slot_ranges[0][1]:
             n_frames += 1
-    assert frame_starts == [off for u in phones for _, off in u]
+    assert lists == placed == [[p for p, _ in u] for u in phones]
+    assert offsets == [[off for _, off in u] for u in phones]
     states = v.grammar.states(seq)  # strict: every token is legal
     masks = v.grammar.masks(seq)
     lo0, hi0 = v.slot_ranges[0]
@@ -73,6 +85,8 @@ def test_phones_sequence_round_trips_and_obeys_the_grammar():
     for i, s in enumerate(states[:-1]):
         if s == GrammarState.UNIT_CHARS and v.is_phone(seq[i + 1]):  # letters end: a phone, never a frame
             assert masks[i, plo:phi].all() and not masks[i, lo0:hi0].any()
+        if s == GrammarState.UNIT_AUDIO:  # after <phones_end>: a phone, never a frame
+            assert v.is_phone(seq[i + 1]) and not masks[i, lo0:hi0].any()
     frame_row = masks[[i for i, s in enumerate(states) if s == GrammarState.FRAME][0]]
     assert frame_row[plo:phi].all() and frame_row[lo0:hi0].all() and frame_row[v.word_id]
     g = v.grammar
@@ -87,7 +101,7 @@ def test_phones_sequence_round_trips_and_obeys_the_grammar():
         VoiceVocab(layout="words", phones=("a",))
 
 
-def test_text_following_in_the_phones_layout_bounds_phone_runs_and_unit_length():
+def test_text_following_in_the_phones_layout_places_exactly_the_listed_phones():
     v = VoiceVocab(layout="phones")
     text, units, frames, phones, toks = _phones_sequence(v, seed=1)
     seq = v.sequence(text, toks, frames, units, phones)
@@ -97,35 +111,57 @@ def test_text_following_in_the_phones_layout_bounds_phone_runs_and_unit_length()
         if i > v.audio_start_index(seq):
             assert loose.allowed(state)[t], f"reference token {t} at {i} rejected"
         state = loose.step(state, t)
-    tf = TextFollowing(v, max_unit_frames=3, max_phone_run=2)
+    tf = TextFollowing(v, max_unit_frames=2, max_unit_phones=3)
     plo, phi = v.phone_range
     lo0, hi0 = v.slot_ranges[0]
+    k, a, t_ = v.phone_id("k"), v.phone_id("æ"), v.phone_id("t")
     state = tf.initial()
-    for t in [*v.prompt_for("hi there."), v.word_id, *v.text_ids("hi", normalize=False)]:
-        state = tf.step(state, t)
-    row = tf.allowed(state)  # end of a word: the next letter (space) or a phone, not a frame
-    assert row[plo:phi].all() and not row[lo0:hi0].any()
-    state = tf.step(state, plo)
-    state = tf.step(state, plo + 1)
-    row = tf.allowed(state)  # two phones in a row: the cap forces a frame (or the next unit)
-    assert not row[plo:phi].any() and row[lo0:hi0].all() and row[v.word_id]
-    frame = [int(random_tokens(v, 1, seed=k)[j]) for k in range(3) for j in range(7)]
-    for t in frame:  # three frames: the unit is at its cap, only <word> may follow
-        state = tf.step(state, t)
-    row = tf.allowed(state)
-    assert int(row.sum()) == 1 and row[v.word_id]
-    # random models under the grammar speak the text once, with phones, and stop
+    for tok in [*v.prompt_for("cat sat."), v.word_id, *v.text_ids("cat", normalize=False)]:
+        state = tf.step(state, tok)
+    row = tf.allowed(state)  # end of a word: the next letter (space) or the phone list, never a frame
+    assert row[plo:phi].all() and not row[lo0:hi0].any() and not row[v.phones_end_id]
+    for tok in (k, a):
+        state = tf.step(state, tok)
+    row = tf.allowed(state)  # in the list: any phone or its end
+    assert row[plo:phi].all() and row[v.phones_end_id] and not row[lo0:hi0].any()
+    state = tf.step(state, t_)
+    assert tf.forced(state) == v.phones_end_id  # the list is at its cap of 3
+    state = tf.step(state, v.phones_end_id)
+    assert tf.forced(state) == k  # the first listed phone opens the audio
+    state = tf.step(state, k)
+    row = tf.allowed(state)  # a frame, or the next listed phone only; the unit may not end yet
+    assert row[lo0:hi0].all() and row[a] and int(row[plo:phi].sum()) == 1 and not row[v.word_id]
+    frame = [int(x) for x in random_tokens(v, 2, seed=5)]
+    for tok in frame:  # two frames: at the frame cap the remaining phones come without frames
+        state = tf.step(state, tok)
+    assert tf.forced(state) == a
+    state = tf.step(state, a)
+    assert tf.forced(state) == t_
+    state = tf.step(state, t_)
+    assert tf.forced(state) == v.word_id  # all placed, frames capped, text remains
+    # random models under the grammar speak the text once, place their phones, and stop
     tiny = PRESETS["tiny"][0]
     target, draft = build_model(tiny, v, seed=7), build_model(tiny, v, seed=8)
-    cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=600,
+    cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=1500,
                      stop_ids=(v.audio_end_id,), seed=3)
-    capped = TextFollowing(v, max_unit_frames=4)
+    capped = TextFollowing(v, max_unit_frames=4, max_unit_phones=6)
     chunks = list(SpeculativeDecoder(target, draft).generate(v.prompt_for(text), cfg, constraint=capped))
     out = [t for c in chunks for t in c.tokens]
     assert chunks[-1].finish_reason == "stop"
     assert v.text_from_ids(out).replace(" ", "") == text.replace(" ", "")
-    assert any(v.is_phone(t) for t in out)
     v.grammar.run(v.prompt_for(text) + out)
+    unit_lists, unit_placed, in_list = [], [], False
+    for t in out:
+        if t == v.word_id:
+            unit_lists.append([])
+            unit_placed.append([])
+        elif v.is_char(t):
+            in_list = True
+        elif t == v.phones_end_id:
+            in_list = False
+        elif v.is_phone(t):
+            (unit_lists if in_list else unit_placed)[-1].append(t)
+    assert unit_lists == unit_placed and all(unit_lists)
 
 
 def test_warm_start_keeps_shared_rows_and_loads_back(tmp_path):

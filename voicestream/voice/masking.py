@@ -77,7 +77,8 @@ class _TFState(NamedTuple):
     pos: int  # next prompt character to copy (unit layouts)
     frames: int  # frames since the current unit's text (or since <audio_start>)
     text: tuple[int, ...]  # prompt character ids (LM ids), collected before <audio_start>
-    phones: int = 0  # phones layout: phones written since the last frame
+    plist: tuple[int, ...] = ()  # phones layout: the current unit's phone list
+    placed: int = 0  # phones layout: how many of ``plist`` were placed between frames
 
 
 class TextFollowing:
@@ -91,16 +92,20 @@ class TextFollowing:
     codec token, but cannot skip, repeat or invent words, and generation always ends
     when the text is spoken.  ``max_unit_frames`` bounds the frames per unit (forcing
     the next ``<word>``/``<audio_end>``), so a poorly trained model cannot babble
-    forever; in the plain layout that cap is the only addition.  In the phones layout
-    at most ``max_phone_run`` phones may follow one another without a frame between
-    (the teacher's longest run is a handful), and none once the unit's frame cap is hit.
+    forever; in the plain layout that cap is the only addition.
+
+    Phones layout: the model writes the unit's phone list (at most ``max_unit_phones``)
+    freely - that is its grapheme-to-phoneme step - but then must place exactly that
+    list between the frames, in order: at a frame boundary only the *next* listed phone
+    may come (so the first one is forced), and the unit ends only once all are placed.
+    The model keeps the timing (how many frames each phone lasts) and the sound.
     """
 
-    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_phone_run: int = 6) -> None:
+    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40) -> None:
         self.vocab = vocab
         self.g = vocab.grammar
         self.max_unit_frames = max_unit_frames
-        self.max_phone_run = max_phone_run
+        self.max_unit_phones = max_unit_phones
         self.space = vocab.text_ids(" ", normalize=False)[0]
         self._rows: dict[tuple, torch.Tensor] = {}
         self._forced: dict[tuple, int | None] = {}
@@ -114,42 +119,53 @@ class TextFollowing:
         if state.g == GrammarState.PROMPT:
             text = state.text + (t,) if v.is_char(t) else state.text
             return _TFState(g, 0, 0, text)
-        pos, frames, phones = state.pos, state.frames, state.phones
+        pos, frames, plist, placed = state.pos, state.frames, state.plist, state.placed
         if t == v.word_id:
             while pos < len(state.text) and state.text[pos] == self.space:
                 pos += 1
-            frames = phones = 0
+            frames, plist, placed = 0, (), 0
         elif v.is_char(t) and state.g in (GrammarState.UNIT_CHAR0, GrammarState.UNIT_CHARS):
             pos += 1
         elif v.is_phone(t):
-            phones += 1
+            if state.g in (GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES):
+                plist += (t,)
+            else:
+                placed += 1
         elif v.is_codec(t) and state.g not in (GrammarState.PROMPT, GrammarState.DONE) and state.g < GrammarState.SLOT:
             frames += 1  # a frame starts
-            phones = 0
-        return _TFState(g, pos, frames, state.text, phones)
+        return _TFState(g, pos, frames, state.text, plist, placed)
 
     def _key(self, s: _TFState) -> tuple:
-        """``(state, next char, <word> ok, <audio_end> ok, unit audio ok, phone ok)``: all a row depends on."""
+        """``(state, char, <word> ok, <audio_end> ok, frame ok, phones, <phones_end> ok)``: all a row
+        depends on; ``phones`` is None (none legal), -1 (any) or the one legal phone id."""
         v, text = self.vocab, s.text
         remaining = s.pos < len(text)
         phones = v.layout == "phones"
         nxt = text[s.pos] if remaining else -1
         if s.g == GrammarState.UNIT_CHAR0:
-            return (s.g, nxt, False, False, False, False)
+            return (s.g, nxt, False, False, False, None, False)
         if s.g == GrammarState.UNIT_CHARS:
-            boundary = not remaining or nxt == self.space  # the unit's audio may start here
-            return (s.g, nxt, False, False, boundary and not phones, boundary and phones)
+            boundary = not remaining or nxt == self.space  # the unit's audio (phones: list) may start here
+            return (s.g, nxt, False, False, boundary and not phones, -1 if boundary and phones else None, False)
+        if s.g == GrammarState.UNIT_PHONES:
+            return (s.g, -1, False, False, False, -1 if len(s.plist) < self.max_unit_phones else None, True)
+        if s.g in (GrammarState.UNIT_AUDIO, GrammarState.FRAME) and phones:
+            todo = s.plist[s.placed] if s.placed < len(s.plist) else None
+            if s.g == GrammarState.UNIT_AUDIO:
+                return (s.g, -1, False, False, False, todo, False)
+            done = todo is None
+            more = s.frames < self.max_unit_frames
+            return (s.g, -1, remaining and done, (not remaining) and done, more, todo, False)
         if s.g == GrammarState.FRAME:
             if v.has_units:
-                more = s.frames < self.max_unit_frames
-                phone_ok = phones and more and s.phones < self.max_phone_run
-                return (s.g, -1, remaining, not remaining, more, phone_ok)
+                return (s.g, -1, remaining, not remaining, s.frames < self.max_unit_frames, None, False)
             n_words = 1 + sum(1 for c in text if c == self.space)
-            return (s.g, -1, False, True, s.frames < self.max_unit_frames * n_words, False)
+            return (s.g, -1, False, True, s.frames < self.max_unit_frames * n_words, None, False)
         return (s.g,)
 
     def forced(self, state: _TFState) -> int | None:
-        """The only legal id (mid-word characters, the first ``<word>``), else None."""
+        """The only legal id (mid-word characters, the first ``<word>``, a unit's first placed
+        phone), else None."""
         return _only(self._forced, self._key(state), lambda: self.allowed(state))
 
     def allowed(self, state: _TFState) -> torch.Tensor:
@@ -158,18 +174,22 @@ class TextFollowing:
         if row is None:
             row = self.g.allowed[state.g].clone()
             if len(key) > 1:
-                g, char, word_ok, end_ok, slot0_ok, phone_ok = key
+                g, char, word_ok, end_ok, slot0_ok, phone, sep_ok = key
                 v = self.vocab
                 lo0, hi0 = v.slot_ranges[0]
                 plo, phi = v.phone_range
-                row[plo:phi] = phone_ok
+                row[plo:phi] = phone == -1
+                if phone is not None and phone >= 0:
+                    row[phone] = True
+                if v.layout == "phones":
+                    row[v.phones_end_id] = sep_ok
                 if g in (GrammarState.UNIT_CHAR0, GrammarState.UNIT_CHARS):
                     clo, chi = v.char_range
                     row[clo:chi] = False
                     if char >= 0:
                         row[char] = True
                     row[lo0:hi0] = slot0_ok  # a unit's audio may start only at a word boundary
-                else:  # FRAME
+                elif g == GrammarState.FRAME:
                     row[v.word_id] = word_ok
                     row[v.audio_end_id] = end_ok
                     row[lo0:hi0] = slot0_ok

@@ -102,9 +102,9 @@ def warm_start(model: LlamaForCausalLM, vocab: VoiceVocab, *, seed: int = 0) -> 
     Why: a new layout (e.g. adding phone tokens) should not throw away what an LM has
     already learned about the codec's frames - hours of CPU training.  The shared ids
     (codec, characters, specials) keep their rows; the embedding and head grow to the new
-    size, and each phone row starts from the mean character embedding (input) and the
-    ``<word>`` marker's head row (output: phones are decided where ``<word>`` is), plus a
-    little noise so phones are distinguishable.
+    size, and each new row (phones, ``<phones_end>``) starts from the mean character
+    embedding (input) and the ``<word>`` marker's head row (output: phones are decided
+    where ``<word>`` is), plus a little noise so they are distinguishable.
     """
     import torch
 
@@ -120,8 +120,7 @@ def warm_start(model: LlamaForCausalLM, vocab: VoiceVocab, *, seed: int = 0) -> 
         model.resize_token_embeddings(vocab.vocab_size, mean_resizing=False)
     gen = torch.Generator().manual_seed(seed)
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    lo, hi = vocab.phone_range
-    lo += len(old.phones)  # rows the checkpoint already trained stay
+    lo, hi = max(old.used_size, vocab.pad_id + 1), vocab.used_size  # rows the checkpoint trained stay
     if hi > lo:
         with torch.no_grad():
             clo, chi = vocab.char_range

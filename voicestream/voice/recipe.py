@@ -57,6 +57,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
     t0 = _stage("target")
     resume = (out / "target" / MODEL_DIR).exists()
     trainer, info = make_trainer(corpus_dir, out / "target", preset_name=args.target_preset, resume=resume,
+                                 layout=args.layout,
                                  loop_overrides={**common, "minutes": args.train_minutes,
                                                  "total_steps": args.train_steps}, seed=args.seed)
     summary["target"] = {**info, **trainer.run(), "seconds": round(time.perf_counter() - t0, 1)}
@@ -95,6 +96,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="bf16 autocast (default: where the device computes it natively)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--target-preset", default="target")
+    ap.add_argument("--layout", default="words", choices=["words", "phones", "plain"],
+                    help="sequence layout of the target (see voicestream.voice.vocab)")
     ap.add_argument("--draft-preset", default="draft")
     ap.add_argument("--train-minutes", type=float, default=8.0)
     ap.add_argument("--train-steps", type=int, default=None, help="cosine schedule length (default: the preset's)")

@@ -16,6 +16,7 @@ Id layout (stable: trained checkpoints depend on it; stored in the model config)
     5417  <word>         unit marker in the interleaved ("words") layout
     5418  <pad>          batch padding (never predicted)
     [5419, 5419 + P)     phones layout only: the P phone symbols (``VoiceVocab.phones``)
+    5419 + P <phones_end> phones layout only: end of a unit's phone list
     then                 unused padding up to a multiple of 64 (always masked)
 
 Sequence layouts (``VoiceVocab.layout``)::
@@ -24,8 +25,9 @@ Sequence layouts (``VoiceVocab.layout``)::
     words:  <bos> text <text_end> <audio_start>
                 <word> unit1-chars  frames(unit1)
                 <word> unit2-chars  frames(unit2) ... <audio_end>
-    phones: as words, with each phone written before the frames it starts in:
-                <word> unit1-chars  p1 f f  p2 f f f  p3 f ...  <word> ...
+    phones: as words, but each unit's letters are followed by its phones, then
+            <phones_end>, then the phones again, each right before the frames it starts in:
+                <word> unit1-chars  p1 p2 p3 <phones_end>  p1 f f  p2 f f f  p3 f ...  <word> ...
 
 where each frame ``f`` is ``tokens_per_frame`` codec ids in slot order.  The prompt
 (up to and including ``<audio_start>``) is the same in both layouts, so
@@ -94,7 +96,9 @@ class GrammarState(IntEnum):
     UNIT_CHARS = 3  # after a unit character: more characters or the unit's first frame (phones: phone)
     FRAME = 4  # frame boundary: slot-0 codes, <audio_end> (and <word> / phones in the unit layouts)
     DONE = 5  # after <audio_end>: nothing is legal; allow all so masks never go empty
-    SLOT = 6  # SLOT + k (k = 1..tokens_per_frame-1): inside a frame, before slot k
+    UNIT_PHONES = 6  # phones layout, in a unit's phone list: more phones or <phones_end>
+    UNIT_AUDIO = 7  # phones layout, after <phones_end>: the unit's first placed phone
+    SLOT = 8  # SLOT + k (k = 1..tokens_per_frame-1): inside a frame, before slot k
 
 
 @dataclass(frozen=True)
@@ -195,8 +199,15 @@ class VoiceVocab:
         return self.pad_id + 1, self.pad_id + 1 + len(self.phones)
 
     @property
-    def used_size(self) -> int:
+    def phones_end_id(self) -> int:
+        """Phones layout: ends a unit's phone list (its audio follows)."""
+        if self.layout != "phones":
+            raise AttributeError("<phones_end> exists only in the phones layout")
         return self.phone_range[1]
+
+    @property
+    def used_size(self) -> int:
+        return self.phone_range[1] + (self.layout == "phones")
 
     @property
     def has_units(self) -> bool:
@@ -262,7 +273,8 @@ class VoiceVocab:
         with single spaces is ``text``) and ``unit_frames`` (frames per unit, each >= 1,
         summing to the number of frames); the phones layout also ``unit_phones`` (per
         unit, ``(phone, frame offset)`` pairs in order, the first at offset 0; see
-        :func:`voicestream.voice.phones.unit_phones`).
+        :func:`voicestream.voice.phones.unit_phones`): written once as a list after the
+        unit's letters, then once more between the frames.
         """
         toks = np.asarray(codec_tokens, dtype=np.int64).reshape(-1)
         k = self.tokens_per_frame
@@ -292,6 +304,8 @@ class VoiceVocab:
                     offsets = [off for _, off in phones]
                     if not phones or offsets[0] != 0 or offsets != sorted(offsets) or offsets[-1] > nf:
                         raise ValueError(f"unit {u}: phones {phones} must start at offset 0, in order, within {nf} frames")
+                    out.extend(self.phone_id(p) for p, _ in phones)
+                    out.append(self.phones_end_id)
                     i = 0
                     for f in range(nf + 1):
                         while i < len(phones) and phones[i][1] == f:
@@ -367,8 +381,11 @@ class SlotGrammar:
         allowed[GrammarState.UNIT_CHARS, clo:chi] = True
         lo0, hi0 = v.slot_ranges[0]
         plo, phi = v.phone_range
-        if v.layout == "phones":  # letters, then the unit's first phone; phones at frame boundaries
+        if v.layout == "phones":  # letters, phone list, <phones_end>, phones at frame boundaries
             allowed[GrammarState.UNIT_CHARS, plo:phi] = True
+            allowed[GrammarState.UNIT_PHONES, plo:phi] = True
+            allowed[GrammarState.UNIT_PHONES, v.phones_end_id] = True
+            allowed[GrammarState.UNIT_AUDIO, plo:phi] = True
             allowed[GrammarState.FRAME, plo:phi] = True
         else:
             allowed[GrammarState.UNIT_CHARS, lo0:hi0] = True
@@ -407,7 +424,10 @@ class SlotGrammar:
         if v.is_char(t):
             return int(GrammarState.UNIT_CHARS)
         if v.is_phone(t):
-            return int(GrammarState.FRAME)
+            in_list = state in (GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES)
+            return int(GrammarState.UNIT_PHONES if in_list else GrammarState.FRAME)
+        if v.layout == "phones" and t == v.phones_end_id:
+            return int(GrammarState.UNIT_AUDIO)
         if v.is_codec(t):
             if state >= GrammarState.SLOT:
                 nxt = state + 1
