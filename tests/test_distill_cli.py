@@ -1,6 +1,8 @@
 """`voicestream distill` trains a draft for a target it has never seen, and resumes."""
 import json
 
+import pytest
+
 from voicestream.cli import main as cli_main
 from voicestream.models import random_llama
 
@@ -50,7 +52,10 @@ def test_voice_distillation_compares_only_legal_ids_at_generated_positions():
     """The KL covers what decoding compares: generated positions, over the grammar's legal ids."""
     import torch
 
-    from voicestream.distill import kl_weights, legal_masks
+    import torch.nn.functional as F
+
+    from voicestream.distill import grammar_states, kl_loss, kl_weights, padded_batch
+    from voicestream.voice.presets import PRESETS, build_model
     from voicestream.voice.vocab import VoiceVocab
 
     vocab = VoiceVocab()
@@ -62,14 +67,26 @@ def test_voice_distillation_compares_only_legal_ids_at_generated_positions():
     w = kl_weights(seqs, [len(prompt)] * 2, width)
     assert w[0].tolist() == [0.0] * (len(prompt) - 1) + [1.0] * len(gen) + [0.0]
     assert w[1].sum() == 2  # the shorter row stops at its own end
-    legal = legal_masks(vocab, seqs, width)
+    legal = vocab.grammar.allowed[grammar_states(vocab, seqs, width)]
     assert legal.shape == (2, width, vocab.vocab_size)
     after_audio_start = legal[0, len(prompt) - 1]
     assert after_audio_start.sum() == 1 and after_audio_start[vocab.word_id]  # only <word> may follow
     inside_frame = legal[0, width - 1]  # after a slot-0 code only slot-1 codes are legal
     lo1, hi1 = vocab.slot_ranges[1]
     assert inside_frame.sum() == hi1 - lo1 and inside_frame[lo1:hi1].all()
-    assert legal_masks(None, seqs, width) is None
+    # the slot-restricted KL the voice path computes equals the masked full-vocabulary KL
+    target = build_model(PRESETS["tiny"][0], vocab, seed=1).eval()
+    draft = build_model(PRESETS["tiny"][0], vocab, seed=2)
+    batch, mask = padded_batch(seqs, vocab.pad_id)
+    got = kl_loss(target, draft, vocab, batch, mask, seqs, w)
+    with torch.no_grad():
+        t = F.log_softmax(target(batch, attention_mask=mask).logits.float().masked_fill(~legal, -1e4), -1)
+        d = F.log_softmax(draft(batch, attention_mask=mask).logits.float().masked_fill(~legal, -1e4), -1)
+    want = ((t.exp() * (t - d)).sum(-1) * w).sum() / w.sum()
+    assert float(got.detach()) == pytest.approx(float(want), rel=1e-4)
+    got.backward()  # gradients reach the draft only
+    assert draft.model.layers[0].self_attn.q_proj.weight.grad is not None
+    assert all(p.grad is None for p in target.parameters())
 
 
 def test_training_data_is_generated_batched_with_each_prompts_own_randomness():

@@ -154,19 +154,41 @@ def kl_weights(seqs: list[list[int]], prompt_lens: list[int], width: int) -> tor
     return w
 
 
-def legal_masks(voice, seqs: list[list[int]], width: int) -> torch.Tensor | None:
-    """(B, width, V) ids the voice's slot grammar allows after each position (None for other
-    targets). KL is taken over these only, as decoding compares the masked distributions:
-    a voice LM's logits for illegal ids were never trained and never matter."""
-    if voice is None:
-        return None
+def grammar_states(voice, seqs: list[list[int]], width: int) -> torch.Tensor:
+    """(B, width) the voice's slot-grammar state after each position (padding: DONE, all legal)."""
     from .voice.vocab import GrammarState
 
     g = voice.grammar
-    states = torch.full((len(seqs), width), int(GrammarState.DONE), dtype=torch.long)  # padding: all legal
+    states = torch.full((len(seqs), width), int(GrammarState.DONE), dtype=torch.long)
     for i, s in enumerate(seqs):
         states[i, : len(s)] = torch.from_numpy(g.states(s, strict=False).astype("int64"))
-    return g.allowed[states]
+    return states
+
+
+def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]],
+            weights: torch.Tensor) -> torch.Tensor:
+    """Mean KL(target || draft) over the ``weights`` positions.
+
+    For a voice the two distributions are taken over each position's legal ids only, as
+    decoding compares them (a voice LM's logits for illegal ids were never trained and never
+    matter), through the voice trainer's slot-restricted projection
+    (:func:`voicestream.voice.distill.distill_loss`): in-frame positions project onto their
+    codebook's head rows only, about half the cost of full logits on a CPU.
+    """
+    if voice is not None:
+        from .voice.distill import distill_loss
+
+        states = grammar_states(voice, seqs, batch.shape[1])
+        shifted = torch.zeros_like(weights)
+        shifted[:, 1:] = weights[:, :-1]  # the voice loss weighs the token predicted, not the position
+        loss, _ = distill_loss(target, voice)(draft, {"input_ids": batch, "attention_mask": mask,
+                                                      "states": states, "weights": shifted})
+        return loss
+    with torch.no_grad():
+        t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
+    d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)
+    kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)  # per position
+    return (kl * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 def distill(args: argparse.Namespace) -> dict:
@@ -213,15 +235,7 @@ def distill(args: argparse.Namespace) -> dict:
         rows = [seqs[i] for i in pick]
         batch, mask = padded_batch(rows, pad_id)
         weights = kl_weights(rows, [prompt_lens[i] for i in pick], batch.shape[1])
-        legal = legal_masks(voice, rows, batch.shape[1])
-        with torch.no_grad():
-            t_logits = target(batch, attention_mask=mask).logits.float()
-        d_logits = draft(batch, attention_mask=mask).logits.float()
-        if legal is not None:
-            t_logits, d_logits = t_logits.masked_fill(~legal, -1e4), d_logits.masked_fill(~legal, -1e4)
-        t_logp, d_logp = F.log_softmax(t_logits, -1), F.log_softmax(d_logits, -1)
-        kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)  # per position
-        loss = (kl * weights).sum() / weights.sum().clamp(min=1.0)
+        loss = kl_loss(target, draft, voice, batch, mask, rows, weights)
         opt.zero_grad()
         loss.backward()
         opt.step()
