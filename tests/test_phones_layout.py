@@ -139,6 +139,21 @@ def test_text_following_in_the_phones_layout_places_exactly_the_listed_phones():
     assert tf.forced(state) == t_
     state = tf.step(state, t_)
     assert tf.forced(state) == v.word_id  # all placed, frames capped, text remains
+    # each placed phone lasts at most max_phone_frames: then the next phone (or the unit's end) is forced
+    tf = TextFollowing(v, max_phone_frames=2)
+    state = tf.initial()
+    for tok in [*v.prompt_for("cat."), v.word_id, *v.text_ids("cat.", normalize=False), k, a, v.phones_end_id, k]:
+        state = tf.step(state, tok)
+    for tok in [int(x) for x in random_tokens(v, 1, seed=6)]:
+        state = tf.step(state, tok)
+    assert tf.forced(state) is None  # one frame of /k/: another frame or /æ/
+    for tok in [int(x) for x in random_tokens(v, 1, seed=7)]:
+        state = tf.step(state, tok)
+    assert tf.forced(state) == a
+    state = tf.step(state, a)
+    for tok in [int(x) for x in random_tokens(v, 2, seed=8)]:
+        state = tf.step(state, tok)
+    assert tf.forced(state) == v.audio_end_id  # all placed, the last phone at its cap, no text left
     # random models under the grammar speak the text once, place their phones, and stop
     tiny = PRESETS["tiny"][0]
     target, draft = build_model(tiny, v, seed=7), build_model(tiny, v, seed=8)

@@ -79,6 +79,7 @@ class _TFState(NamedTuple):
     text: tuple[int, ...]  # prompt character ids (LM ids), collected before <audio_start>
     plist: tuple[int, ...] = ()  # phones layout: the current unit's phone list
     placed: int = 0  # phones layout: how many of ``plist`` were placed between frames
+    since: int = 0  # phones layout: frames since the last placed phone
 
 
 class TextFollowing:
@@ -98,14 +99,18 @@ class TextFollowing:
     freely - that is its grapheme-to-phoneme step - but then must place exactly that
     list between the frames, in order: at a frame boundary only the *next* listed phone
     may come (so the first one is forced), and the unit ends only once all are placed.
-    The model keeps the timing (how many frames each phone lasts) and the sound.
+    The model keeps the timing (how many frames each phone lasts) and the sound, within
+    ``max_phone_frames`` per phone (the teacher's longest, a pause, is 20 frames), so an
+    undertrained model cannot hold one sound for seconds.
     """
 
-    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40) -> None:
+    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40,
+                 max_phone_frames: int = 25) -> None:
         self.vocab = vocab
         self.g = vocab.grammar
         self.max_unit_frames = max_unit_frames
         self.max_unit_phones = max_unit_phones
+        self.max_phone_frames = max_phone_frames
         self.space = vocab.text_ids(" ", normalize=False)[0]
         self._rows: dict[tuple, torch.Tensor] = {}
         self._forced: dict[tuple, int | None] = {}
@@ -119,21 +124,21 @@ class TextFollowing:
         if state.g == GrammarState.PROMPT:
             text = state.text + (t,) if v.is_char(t) else state.text
             return _TFState(g, 0, 0, text)
-        pos, frames, plist, placed = state.pos, state.frames, state.plist, state.placed
+        pos, frames, plist, placed, since = state.pos, state.frames, state.plist, state.placed, state.since
         if t == v.word_id:
             while pos < len(state.text) and state.text[pos] == self.space:
                 pos += 1
-            frames, plist, placed = 0, (), 0
+            frames, plist, placed, since = 0, (), 0, 0
         elif v.is_char(t) and state.g in (GrammarState.UNIT_CHAR0, GrammarState.UNIT_CHARS):
             pos += 1
         elif v.is_phone(t):
             if state.g in (GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES):
                 plist += (t,)
             else:
-                placed += 1
+                placed, since = placed + 1, 0
         elif v.is_codec(t) and state.g not in (GrammarState.PROMPT, GrammarState.DONE) and state.g < GrammarState.SLOT:
-            frames += 1  # a frame starts
-        return _TFState(g, pos, frames, state.text, plist, placed)
+            frames, since = frames + 1, since + 1  # a frame starts
+        return _TFState(g, pos, frames, state.text, plist, placed, since)
 
     def _key(self, s: _TFState) -> tuple:
         """``(state, char, <word> ok, <audio_end> ok, frame ok, phones, <phones_end> ok)``: all a row
@@ -154,7 +159,7 @@ class TextFollowing:
             if s.g == GrammarState.UNIT_AUDIO:
                 return (s.g, -1, False, False, False, todo, False)
             done = todo is None
-            more = s.frames < self.max_unit_frames
+            more = s.frames < self.max_unit_frames and s.since < self.max_phone_frames
             return (s.g, -1, remaining and done, (not remaining) and done, more, todo, False)
         if s.g == GrammarState.FRAME:
             if v.has_units:
