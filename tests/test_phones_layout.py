@@ -46,7 +46,8 @@ def test_phones_sequence_round_trips_and_obeys_the_grammar():
     v = VoiceVocab(layout="phones")
     assert v.phones == PHONES and v.phone_range == (v.pad_id + 1, v.pad_id + 1 + len(PHONES))
     assert v.phones_end_id == v.phone_range[1] and not v.is_phone(v.phones_end_id)
-    assert v.vocab_size % 64 == 0 and v.vocab_size >= v.used_size == v.phone_range[1] + 1
+    assert v.duration_range == (v.phones_end_id + 1, v.phones_end_id + 1 + v.durations)
+    assert v.vocab_size % 64 == 0 and v.vocab_size >= v.used_size == v.duration_range[1]
     assert VoiceVocab.from_dict(v.to_dict()) == v
     words = VoiceVocab()
     for attr in ("bos_id", "word_id", "pad_id", "audio_end_id", "char_range"):  # ids shared with "words"
@@ -78,6 +79,9 @@ def test_phones_sequence_round_trips_and_obeys_the_grammar():
             n_frames += 1
     assert lists == placed == [[p for p, _ in u] for u in phones]
     assert offsets == [[off for _, off in u] for u in phones]
+    durs = [t - v.duration_range[0] for t in generated if v.is_duration(t)]
+    want = [e - off for u, nf in zip(phones, frames) for (_, off), e in zip(u, [o for _, o in u[1:]] + [nf])]
+    assert durs == want and sum(durs) == sum(frames)
     states = v.grammar.states(seq)  # strict: every token is legal
     masks = v.grammar.masks(seq)
     lo0, hi0 = v.slot_ranges[0]
@@ -87,6 +91,8 @@ def test_phones_sequence_round_trips_and_obeys_the_grammar():
             assert masks[i, plo:phi].all() and not masks[i, lo0:hi0].any()
         if s == GrammarState.UNIT_AUDIO:  # after <phones_end>: a phone, never a frame
             assert v.is_phone(seq[i + 1]) and not masks[i, lo0:hi0].any()
+        if s == GrammarState.UNIT_DUR:  # after a listed phone: only its duration
+            assert v.is_duration(seq[i + 1]) and int(masks[i].sum()) == v.durations
     frame_row = masks[[i for i, s in enumerate(states) if s == GrammarState.FRAME][0]]
     assert frame_row[plo:phi].all() and frame_row[lo0:hi0].all() and frame_row[v.word_id]
     g = v.grammar
@@ -97,11 +103,15 @@ def test_phones_sequence_round_trips_and_obeys_the_grammar():
         v.sequence(text, toks, frames, units, [[("k", 1)], *phones[1:]])
     with pytest.raises(ValueError, match="unit_phones"):
         v.sequence(text, toks, frames, units)
+    short = VoiceVocab(layout="phones", durations=4)
+    assert not short.is_duration(short.duration_range[0] + 4)
+    with pytest.raises(ValueError, match="outside"):  # /k/ lasting all 4 frames of "cats," needs duration 4
+        short.sequence(text, toks, frames, units, [*phones[:1], [("k", 0)], *phones[2:]])
     with pytest.raises(ValueError, match="only used by the phones layout"):
         VoiceVocab(layout="words", phones=("a",))
 
 
-def test_text_following_in_the_phones_layout_places_exactly_the_listed_phones():
+def test_text_following_in_the_phones_layout_follows_the_listed_phones_and_durations():
     v = VoiceVocab(layout="phones")
     text, units, frames, phones, toks = _phones_sequence(v, seed=1)
     seq = v.sequence(text, toks, frames, units, phones)
@@ -111,55 +121,44 @@ def test_text_following_in_the_phones_layout_places_exactly_the_listed_phones():
         if i > v.audio_start_index(seq):
             assert loose.allowed(state)[t], f"reference token {t} at {i} rejected"
         state = loose.step(state, t)
-    tf = TextFollowing(v, max_unit_frames=2, max_unit_phones=3)
+    tf = TextFollowing(v, max_unit_phones=2)
     plo, phi = v.phone_range
+    dlo, dhi = v.duration_range
     lo0, hi0 = v.slot_ranges[0]
-    k, a, t_ = v.phone_id("k"), v.phone_id("æ"), v.phone_id("t")
+    k, a = v.phone_id("k"), v.phone_id("æ")
     state = tf.initial()
     for tok in [*v.prompt_for("cat sat."), v.word_id, *v.text_ids("cat", normalize=False)]:
         state = tf.step(state, tok)
     row = tf.allowed(state)  # end of a word: the next letter (space) or the phone list, never a frame
     assert row[plo:phi].all() and not row[lo0:hi0].any() and not row[v.phones_end_id]
-    for tok in (k, a):
-        state = tf.step(state, tok)
-    row = tf.allowed(state)  # in the list: any phone or its end
-    assert row[plo:phi].all() and row[v.phones_end_id] and not row[lo0:hi0].any()
-    state = tf.step(state, t_)
-    assert tf.forced(state) == v.phones_end_id  # the list is at its cap of 3
-    state = tf.step(state, v.phones_end_id)
-    assert tf.forced(state) == k  # the first listed phone opens the audio
     state = tf.step(state, k)
-    row = tf.allowed(state)  # a frame, or the next listed phone only; the unit may not end yet
-    assert row[lo0:hi0].all() and row[a] and int(row[plo:phi].sum()) == 1 and not row[v.word_id]
-    frame = [int(x) for x in random_tokens(v, 2, seed=5)]
-    for tok in frame:  # two frames: at the frame cap the remaining phones come without frames
-        state = tf.step(state, tok)
+    row = tf.allowed(state)  # a listed phone: its duration, nothing else
+    assert row[dlo:dhi].all() and int(row.sum()) == v.durations
+    state = tf.step(state, v.duration_id(2))
+    row = tf.allowed(state)  # in the list: another phone or its end
+    assert row[plo:phi].all() and row[v.phones_end_id] and not row[lo0:hi0].any()
+    state = tf.step(state, a)
+    state = tf.step(state, v.duration_id(0))  # a 0-frame phone
+    assert tf.forced(state) == v.phones_end_id  # the list is at its cap of 2
+    state = tf.step(state, v.phones_end_id)
+    # the audio follows the list: /k/ forced, exactly 2 free frames, /æ/ forced at once, then <word>
+    assert tf.forced(state) == k
+    state = tf.step(state, k)
+    for f in range(2):
+        row = tf.allowed(state)
+        assert tf.forced(state) is None and row[lo0:hi0].all() and int(row.sum()) == hi0 - lo0
+        for tok in [int(x) for x in random_tokens(v, 1, seed=f)]:
+            state = tf.step(state, tok)
     assert tf.forced(state) == a
     state = tf.step(state, a)
-    assert tf.forced(state) == t_
-    state = tf.step(state, t_)
-    assert tf.forced(state) == v.word_id  # all placed, frames capped, text remains
-    # each placed phone lasts at most max_phone_frames: then the next phone (or the unit's end) is forced
-    tf = TextFollowing(v, max_phone_frames=2)
-    state = tf.initial()
-    for tok in [*v.prompt_for("cat."), v.word_id, *v.text_ids("cat.", normalize=False), k, a, v.phones_end_id, k]:
-        state = tf.step(state, tok)
-    for tok in [int(x) for x in random_tokens(v, 1, seed=6)]:
-        state = tf.step(state, tok)
-    assert tf.forced(state) is None  # one frame of /k/: another frame or /æ/
-    for tok in [int(x) for x in random_tokens(v, 1, seed=7)]:
-        state = tf.step(state, tok)
-    assert tf.forced(state) == a
-    state = tf.step(state, a)
-    for tok in [int(x) for x in random_tokens(v, 2, seed=8)]:
-        state = tf.step(state, tok)
-    assert tf.forced(state) == v.audio_end_id  # all placed, the last phone at its cap, no text left
+    assert tf.forced(state) == v.word_id  # all placed, text remains
     # random models under the grammar speak the text once, place their phones, and stop
+    v = VoiceVocab(layout="phones", durations=4)  # short phones keep the random utterance short
     tiny = PRESETS["tiny"][0]
     target, draft = build_model(tiny, v, seed=7), build_model(tiny, v, seed=8)
     cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=1500,
                      stop_ids=(v.audio_end_id,), seed=3)
-    capped = TextFollowing(v, max_unit_frames=4, max_unit_phones=6)
+    capped = TextFollowing(v, max_unit_phones=3)
     chunks = list(SpeculativeDecoder(target, draft).generate(v.prompt_for(text), cfg, constraint=capped))
     out = [t for c in chunks for t in c.tokens]
     assert chunks[-1].finish_reason == "stop"
@@ -175,8 +174,12 @@ def test_text_following_in_the_phones_layout_places_exactly_the_listed_phones():
         elif t == v.phones_end_id:
             in_list = False
         elif v.is_phone(t):
-            (unit_lists if in_list else unit_placed)[-1].append(t)
-    assert unit_lists == unit_placed and all(unit_lists)
+            (unit_lists if in_list else unit_placed)[-1].append([t, 0])
+        elif v.is_duration(t):
+            unit_lists[-1][-1][1] = t - v.duration_range[0]
+        elif v.slot_ranges[0][0] <= t < v.slot_ranges[0][1]:
+            unit_placed[-1][-1][1] += 1  # frames of the phone last placed
+    assert unit_lists == unit_placed and all(unit_lists)  # same phones, each with exactly its frames
 
 
 def test_warm_start_keeps_shared_rows_and_loads_back(tmp_path):

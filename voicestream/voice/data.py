@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .phones import teacher_sample_rate, unit_phones
+from .phones import longest_phone, teacher_sample_rate, unit_phones
 from .shards import Utterance
 from .vocab import GrammarState, VoiceVocab
 
@@ -36,7 +36,7 @@ def encode_utterance(
     vocab: VoiceVocab, utt: Utterance, *, text_weight: float = 0.0, frame_rate: float = 50.0
 ) -> Example | None:
     """Sequence in ``vocab.layout``; ``None`` if the layout needs units (or, for phones, the
-    teacher's phoneme alignment) the utterance lacks.  ``frame_rate``: codec frames per second.
+    teacher's phoneme alignment, with no phone longer than its durations) the utterance lacks.  ``frame_rate``: codec frames per second.
 
     Weights: 1 for every token after ``<audio_start>`` (codec tokens, copied unit text,
     markers and ``<audio_end>``: the model generates all of them), ``text_weight`` for
@@ -51,6 +51,8 @@ def encode_utterance(
             return None
         sr = teacher_sample_rate(alignment, float(utt.meta["audio_s"]))
         phones = unit_phones(alignment, sr, frame_rate, utt.unit_frames)
+        if max(longest_phone(p, n) for p, n in zip(phones, utt.unit_frames)) >= vocab.durations:
+            return None  # a phone longer than the vocabulary's durations (a long pause)
     ids = np.asarray(
         vocab.sequence(utt.norm, utt.tokens, utt.unit_frames, utt.units, phones, normalize=False), dtype=np.int64
     )

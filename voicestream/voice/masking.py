@@ -77,7 +77,7 @@ class _TFState(NamedTuple):
     pos: int  # next prompt character to copy (unit layouts)
     frames: int  # frames since the current unit's text (or since <audio_start>)
     text: tuple[int, ...]  # prompt character ids (LM ids), collected before <audio_start>
-    plist: tuple[int, ...] = ()  # phones layout: the current unit's phone list
+    plist: tuple[tuple[int, int], ...] = ()  # phones layout: the unit's (phone id, frames) list
     placed: int = 0  # phones layout: how many of ``plist`` were placed between frames
     since: int = 0  # phones layout: frames since the last placed phone
 
@@ -95,22 +95,21 @@ class TextFollowing:
     the next ``<word>``/``<audio_end>``), so a poorly trained model cannot babble
     forever; in the plain layout that cap is the only addition.
 
-    Phones layout: the model writes the unit's phone list (at most ``max_unit_phones``)
-    freely - that is its grapheme-to-phoneme step - but then must place exactly that
-    list between the frames, in order: at a frame boundary only the *next* listed phone
-    may come (so the first one is forced), and the unit ends only once all are placed.
-    The model keeps the timing (how many frames each phone lasts) and the sound, within
-    ``max_phone_frames`` per phone (the teacher's longest, a pause, is 20 frames), so an
-    undertrained model cannot hold one sound for seconds.
+    Phones layout: the model writes the unit's phone list with a duration per phone (at
+    most ``max_unit_phones``) freely - its grapheme-to-phoneme and duration steps - and
+    then the audio follows that schedule exactly: each listed phone is placed in order
+    and gets exactly its frames, so every phone and marker of the audio part is forced
+    (jump-forward) and the model only chooses codec tokens.  Why not let it decide when to
+    move on, frame by frame: that choice competes with the codec codes at each frame
+    boundary, and an undertrained model (greedy most of all) kept choosing "one more
+    frame", holding single sounds for a second.
     """
 
-    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40,
-                 max_phone_frames: int = 25) -> None:
+    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40) -> None:
         self.vocab = vocab
         self.g = vocab.grammar
         self.max_unit_frames = max_unit_frames
         self.max_unit_phones = max_unit_phones
-        self.max_phone_frames = max_phone_frames
         self.space = vocab.text_ids(" ", normalize=False)[0]
         self._rows: dict[tuple, torch.Tensor] = {}
         self._forced: dict[tuple, int | None] = {}
@@ -133,9 +132,11 @@ class TextFollowing:
             pos += 1
         elif v.is_phone(t):
             if state.g in (GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES):
-                plist += (t,)
+                plist += ((t, 0),)
             else:
                 placed, since = placed + 1, 0
+        elif v.is_duration(t) and plist:
+            plist = plist[:-1] + ((plist[-1][0], t - v.duration_range[0]),)
         elif v.is_codec(t) and state.g not in (GrammarState.PROMPT, GrammarState.DONE) and state.g < GrammarState.SLOT:
             frames, since = frames + 1, since + 1  # a frame starts
         return _TFState(g, pos, frames, state.text, plist, placed, since)
@@ -155,12 +156,11 @@ class TextFollowing:
         if s.g == GrammarState.UNIT_PHONES:
             return (s.g, -1, False, False, False, -1 if len(s.plist) < self.max_unit_phones else None, True)
         if s.g in (GrammarState.UNIT_AUDIO, GrammarState.FRAME) and phones:
-            todo = s.plist[s.placed] if s.placed < len(s.plist) else None
-            if s.g == GrammarState.UNIT_AUDIO:
-                return (s.g, -1, False, False, False, todo, False)
+            todo = s.plist[s.placed][0] if s.placed < len(s.plist) else None
+            if s.g == GrammarState.FRAME and s.placed and s.since < s.plist[s.placed - 1][1]:
+                return (s.g, -1, False, False, True, None, False)  # the current phone's frames
             done = todo is None
-            more = s.frames < self.max_unit_frames and s.since < self.max_phone_frames
-            return (s.g, -1, remaining and done, (not remaining) and done, more, todo, False)
+            return (s.g, -1, remaining and done, (not remaining) and done, False, todo, False)
         if s.g == GrammarState.FRAME:
             if v.has_units:
                 return (s.g, -1, remaining, not remaining, s.frames < self.max_unit_frames, None, False)
@@ -169,8 +169,8 @@ class TextFollowing:
         return (s.g,)
 
     def forced(self, state: _TFState) -> int | None:
-        """The only legal id (mid-word characters, the first ``<word>``, a unit's first placed
-        phone), else None."""
+        """The only legal id (mid-word characters, the first ``<word>``, the phones layout's
+        placed phones and unit ends), else None."""
         return _only(self._forced, self._key(state), lambda: self.allowed(state))
 
     def allowed(self, state: _TFState) -> torch.Tensor:

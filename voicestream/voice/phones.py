@@ -11,15 +11,18 @@ before the frames where that phone starts.  At synthesis the LM writes the phone
 itself from the unit's letters - a learned grapheme-to-phoneme step - so nothing GPL
 (espeak) runs at runtime; the phone symbols are only data.
 
-A unit's token run is ``<word> letters  p1 f f f  p2 f f  p3 f ...``: a phone sits
-before the first frame it starts in (several phones may share a frame boundary).
+A unit's token run is ``<word> letters  p1 d3 p2 d2 p3 d1 <phones_end>  p1 f f f  p2 f f  p3 f``:
+the phone list with each phone's duration in frames (the G2P and duration steps, written
+by the model at synthesis), then the audio, each phone placed before its first frame
+(several may share a boundary: 0-frame phones).  At synthesis the list fixes the audio's
+schedule, so only codec tokens are left to the model there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["PHONES", "phone_inventory", "teacher_sample_rate", "unit_phones"]
+__all__ = ["PHONES", "longest_phone", "phone_inventory", "teacher_sample_rate", "unit_phones"]
 
 # The symbols Piper's en_US "joe" voice emits (espeak-ng IPA, stress and length marks,
 # punctuation, ``^``/``$`` sentence start/end, ``" "`` between words), by frequency in
@@ -81,3 +84,9 @@ def unit_phones(
         if run:
             sounding = run[-1][0]
     return out
+
+
+def longest_phone(phones: Sequence[tuple[str, int]], frames: int) -> int:
+    """The most frames any of one unit's placed ``(phone, offset)`` lasts."""
+    ends = [off for _, off in phones[1:]] + [frames]
+    return max((e - off for (_, off), e in zip(phones, ends)), default=0)

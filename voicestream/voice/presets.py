@@ -120,15 +120,21 @@ def warm_start(model: LlamaForCausalLM, vocab: VoiceVocab, *, seed: int = 0) -> 
         model.resize_token_embeddings(vocab.vocab_size, mean_resizing=False)
     gen = torch.Generator().manual_seed(seed)
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    lo, hi = max(old.used_size, vocab.pad_id + 1), vocab.used_size  # rows the checkpoint trained stay
-    if hi > lo:
+    trained = set(range(vocab.pad_id + 1))  # codec, characters, specials
+    if old.layout == "phones":  # the checkpoint's own phone (and list-end) rows
+        trained.update(range(old.phone_range[0], old.phone_range[1] + 1))
+        trained.update(range(*old.duration_range) if raw.get("durations") else ())
+    new = torch.tensor([i for i in range(vocab.used_size) if i not in trained], dtype=torch.long)
+    if new.numel():
         with torch.no_grad():
             clo, chi = vocab.char_range
             chars = emb[clo:chi]
-            emb[lo:hi] = chars.mean(0) + chars.std(0) * torch.randn(hi - lo, emb.shape[1], generator=gen).to(emb.dtype)
+            noise = torch.randn(new.numel(), emb.shape[1], generator=gen).to(emb.dtype)
+            emb[new] = chars.mean(0) + chars.std(0) * noise
             if head.data_ptr() != emb.data_ptr():
                 row = head[vocab.word_id]
-                head[lo:hi] = row + 0.02 * row.abs().mean() * torch.randn(hi - lo, head.shape[1], generator=gen).to(head.dtype)
+                noise = torch.randn(new.numel(), head.shape[1], generator=gen).to(head.dtype)
+                head[new] = row + 0.02 * row.abs().mean() * noise
     model.config.voicestream_vocab = vocab.to_dict()
     model.config.vocab_size = vocab.vocab_size
     return model

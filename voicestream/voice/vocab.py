@@ -17,6 +17,7 @@ Id layout (stable: trained checkpoints depend on it; stored in the model config)
     5418  <pad>          batch padding (never predicted)
     [5419, 5419 + P)     phones layout only: the P phone symbols (``VoiceVocab.phones``)
     5419 + P <phones_end> phones layout only: end of a unit's phone list
+    then D ids           phones layout only: durations 0 .. D-1 frames (``VoiceVocab.durations``)
     then                 unused padding up to a multiple of 64 (always masked)
 
 Sequence layouts (``VoiceVocab.layout``)::
@@ -25,9 +26,10 @@ Sequence layouts (``VoiceVocab.layout``)::
     words:  <bos> text <text_end> <audio_start>
                 <word> unit1-chars  frames(unit1)
                 <word> unit2-chars  frames(unit2) ... <audio_end>
-    phones: as words, but each unit's letters are followed by its phones, then
-            <phones_end>, then the phones again, each right before the frames it starts in:
-                <word> unit1-chars  p1 p2 p3 <phones_end>  p1 f f  p2 f f f  p3 f ...  <word> ...
+    phones: as words, but each unit's letters are followed by its phones, each with its
+            duration in frames, then <phones_end>, then the phones again, each right before
+            its frames:
+                <word> unit1-chars  p1 d2 p2 d3 p3 d1 <phones_end>  p1 f f  p2 f f f  p3 f  <word> ...
 
 where each frame ``f`` is ``tokens_per_frame`` codec ids in slot order.  The prompt
 (up to and including ``<audio_start>``) is the same in both layouts, so
@@ -96,9 +98,10 @@ class GrammarState(IntEnum):
     UNIT_CHARS = 3  # after a unit character: more characters or the unit's first frame (phones: phone)
     FRAME = 4  # frame boundary: slot-0 codes, <audio_end> (and <word> / phones in the unit layouts)
     DONE = 5  # after <audio_end>: nothing is legal; allow all so masks never go empty
-    UNIT_PHONES = 6  # phones layout, in a unit's phone list: more phones or <phones_end>
+    UNIT_PHONES = 6  # phones layout, in a unit's phone list after a duration: a phone or <phones_end>
     UNIT_AUDIO = 7  # phones layout, after <phones_end>: the unit's first placed phone
-    SLOT = 8  # SLOT + k (k = 1..tokens_per_frame-1): inside a frame, before slot k
+    UNIT_DUR = 8  # phones layout, after a listed phone: its duration
+    SLOT = 9  # SLOT + k (k = 1..tokens_per_frame-1): inside a frame, before slot k
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class VoiceVocab:
     layout: str = "words"
     pad_to_multiple: int = 64
     phones: tuple[str, ...] = ()  # phones layout: the phone symbols (default: phones.PHONES)
+    durations: int = 0  # phones layout: duration ids 0 .. durations-1 frames (default 40)
     tokenizer: CharTokenizer = field(default_factory=CharTokenizer, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,8 +132,10 @@ class VoiceVocab:
 
             object.__setattr__(self, "phones", PHONES)
         object.__setattr__(self, "phones", tuple(self.phones))
-        if self.phones and self.layout != "phones":
-            raise ValueError("phones are only used by the phones layout")
+        if self.layout == "phones" and not self.durations:
+            object.__setattr__(self, "durations", 40)
+        if (self.phones or self.durations) and self.layout != "phones":
+            raise ValueError("phones and durations are only used by the phones layout")
         ranges = tuple(tuple(int(x) for x in r) for r in self.slot_ranges)
         object.__setattr__(self, "slot_ranges", ranges)
         if len(ranges) != self.tokens_per_frame:
@@ -206,8 +212,23 @@ class VoiceVocab:
         return self.phone_range[1]
 
     @property
+    def duration_range(self) -> tuple[int, int]:
+        """Half-open LM id range of the duration tokens (empty outside the phones layout)."""
+        lo = self.phone_range[1] + (self.layout == "phones")
+        return lo, lo + self.durations
+
+    def is_duration(self, token: int) -> bool:
+        lo, hi = self.duration_range
+        return lo <= token < hi
+
+    def duration_id(self, frames: int) -> int:
+        if not 0 <= frames < self.durations:
+            raise ValueError(f"duration {frames} is outside 0..{self.durations - 1} frames")
+        return self.duration_range[0] + frames
+
+    @property
     def used_size(self) -> int:
-        return self.phone_range[1] + (self.layout == "phones")
+        return self.duration_range[1]
 
     @property
     def has_units(self) -> bool:
@@ -273,8 +294,8 @@ class VoiceVocab:
         with single spaces is ``text``) and ``unit_frames`` (frames per unit, each >= 1,
         summing to the number of frames); the phones layout also ``unit_phones`` (per
         unit, ``(phone, frame offset)`` pairs in order, the first at offset 0; see
-        :func:`voicestream.voice.phones.unit_phones`): written once as a list after the
-        unit's letters, then once more between the frames.
+        :func:`voicestream.voice.phones.unit_phones`): written once as a list with
+        durations after the unit's letters, then once more between the frames.
         """
         toks = np.asarray(codec_tokens, dtype=np.int64).reshape(-1)
         k = self.tokens_per_frame
@@ -304,7 +325,8 @@ class VoiceVocab:
                     offsets = [off for _, off in phones]
                     if not phones or offsets[0] != 0 or offsets != sorted(offsets) or offsets[-1] > nf:
                         raise ValueError(f"unit {u}: phones {phones} must start at offset 0, in order, within {nf} frames")
-                    out.extend(self.phone_id(p) for p, _ in phones)
+                    for (p, off), nxt in zip(phones, offsets[1:] + [nf]):
+                        out += [self.phone_id(p), self.duration_id(nxt - off)]
                     out.append(self.phones_end_id)
                     i = 0
                     for f in range(nf + 1):
@@ -385,6 +407,8 @@ class SlotGrammar:
             allowed[GrammarState.UNIT_CHARS, plo:phi] = True
             allowed[GrammarState.UNIT_PHONES, plo:phi] = True
             allowed[GrammarState.UNIT_PHONES, v.phones_end_id] = True
+            dlo, dhi = v.duration_range
+            allowed[GrammarState.UNIT_DUR, dlo:dhi] = True
             allowed[GrammarState.UNIT_AUDIO, plo:phi] = True
             allowed[GrammarState.FRAME, plo:phi] = True
         else:
@@ -425,7 +449,9 @@ class SlotGrammar:
             return int(GrammarState.UNIT_CHARS)
         if v.is_phone(t):
             in_list = state in (GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES)
-            return int(GrammarState.UNIT_PHONES if in_list else GrammarState.FRAME)
+            return int(GrammarState.UNIT_DUR if in_list else GrammarState.FRAME)
+        if v.is_duration(t):
+            return int(GrammarState.UNIT_PHONES)
         if v.layout == "phones" and t == v.phones_end_id:
             return int(GrammarState.UNIT_AUDIO)
         if v.is_codec(t):
