@@ -144,6 +144,11 @@ def stream_pcm(
             stats.finish_reason = gen_stats.finish_reason
 
 
+# LM tokens per codec token, with room to spare: copied unit text adds about one token
+# per 4 frames (28 codec tokens); the phones layout adds three per phone (~2.5 frames)
+_NON_AUDIO_ROOM = 1.3
+
+
 class Voice:
     """A loaded voice: target (+ draft) LMs, vocabulary, codec.
 
@@ -212,9 +217,9 @@ class Voice:
     def default_spec_config(self, *, max_seconds: float = 20.0) -> SpecConfig:
         """Greedy speculative decoding, stopping at ``<audio_end>`` or ``max_seconds`` of audio.
 
-        The token cap leaves room for copied unit text (about one token per 4 frames).
+        The token cap leaves room for what the LM writes besides codec tokens.
         """
-        max_tokens = int(max_seconds * self.codec.spec.tokens_per_second * 1.15) + 64
+        max_tokens = int(max_seconds * self.codec.spec.tokens_per_second * _NON_AUDIO_ROOM) + 64
         return SpecConfig(
             rule="greedy", sampling=SamplingConfig(temperature=0.0), max_new_tokens=max_tokens,
             stop_ids=(self.vocab.audio_end_id,), gamma=4,
@@ -224,7 +229,7 @@ class Voice:
         """A generous length cap from the text length (stops runaway generations)."""
         n = len(self.vocab.text_ids(text))
         seconds = floor_s + seconds_per_char * n
-        return int(seconds * self.codec.spec.tokens_per_second * 1.15) + 64
+        return int(seconds * self.codec.spec.tokens_per_second * _NON_AUDIO_ROOM) + 64
 
     # ----- synthesis ---------------------------------------------------------------
     def stream(
