@@ -96,8 +96,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="bf16 autocast (default: where the device computes it natively)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--target-preset", default="target")
-    ap.add_argument("--layout", default="words", choices=["words", "phones", "plain"],
-                    help="sequence layout of the target (see voicestream.voice.vocab)")
+    ap.add_argument("--layout", default="phones", choices=["phones", "words", "plain"],
+                    help="sequence layout of the target (see voicestream.voice.vocab and voice/phones.py)")
     ap.add_argument("--draft-preset", default="draft")
     ap.add_argument("--train-minutes", type=float, default=8.0)
     ap.add_argument("--train-steps", type=int, default=None, help="cosine schedule length (default: the preset's)")

@@ -4,8 +4,9 @@ Run: ``python -m voicestream.voice.train --corpus runs/corpus --out runs/target 
 and later the same with ``--resume`` to continue exactly where the last run stopped.
 
 Sequences are ``<bos> text <text_end> <audio_start> ... <audio_end>`` in the vocabulary's
-layout (default ``words``: each word group is re-emitted right before its frames; see
-:mod:`voicestream.voice.vocab` for why).  The loss is cross-entropy under the slot
+layout (the CLI's default ``phones``: each word group is re-emitted with its phones and
+their durations right before its frames; see :mod:`voicestream.voice.vocab` and
+:mod:`voicestream.voice.phones` for why).  The loss is cross-entropy under the slot
 grammar (a softmax over only the legal ids at each position, exactly what masked
 decoding samples from) on everything after ``<audio_start>``, plus ``--text-weight``
 times the loss on the prompt text.
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", default="target", help="target | draft | tiny")
-    ap.add_argument("--layout", default="words", choices=list(LAYOUTS))
+    ap.add_argument("--layout", default="phones", choices=list(LAYOUTS),
+                    help="phones (default): the teacher's phones and durations in the sequence; words; plain")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from this trained voice LM (e.g. a words-layout checkpoint for a phones run)")
     ap.add_argument("--text-weight", type=float, default=None)
