@@ -61,7 +61,8 @@ def test_voice_distillation_compares_only_legal_ids_at_generated_positions():
     vocab = VoiceVocab()
     prompt = vocab.prompt_for("hi")
     lo, hi = vocab.slot_ranges[0]
-    gen = [vocab.word_id, *vocab.text_ids("hi", normalize=False), lo + 3]
+    lo1, hi1 = vocab.slot_ranges[1]
+    gen = [vocab.word_id, *vocab.text_ids("hi", normalize=False), lo + 3, lo1 + 2]
     seqs = [prompt + gen, prompt + gen[:2]]
     width = len(seqs[0])
     w = kl_weights(seqs, [len(prompt)] * 2, width)
@@ -71,9 +72,11 @@ def test_voice_distillation_compares_only_legal_ids_at_generated_positions():
     assert legal.shape == (2, width, vocab.vocab_size)
     after_audio_start = legal[0, len(prompt) - 1]
     assert after_audio_start.sum() == 1 and after_audio_start[vocab.word_id]  # only <word> may follow
-    inside_frame = legal[0, width - 1]  # after a slot-0 code only slot-1 codes are legal
-    lo1, hi1 = vocab.slot_ranges[1]
+    inside_frame = legal[0, width - 2]  # after a slot-0 code only slot-1 codes are legal
     assert inside_frame.sum() == hi1 - lo1 and inside_frame[lo1:hi1].all()
+    from voicestream.voice.vocab import GrammarState
+
+    assert torch.equal(legal[0, width - 1], vocab.grammar.allowed[GrammarState.DONE])  # predicts padding
     # the slot-restricted KL the voice path computes equals the masked full-vocabulary KL
     target = build_model(PRESETS["tiny"][0], vocab, seed=1).eval()
     draft = build_model(PRESETS["tiny"][0], vocab, seed=2)

@@ -155,13 +155,18 @@ def kl_weights(seqs: list[list[int]], prompt_lens: list[int], width: int) -> tor
 
 
 def grammar_states(voice, seqs: list[list[int]], width: int) -> torch.Tensor:
-    """(B, width) the voice's slot-grammar state after each position (padding: DONE, all legal)."""
+    """(B, width) the voice's slot-grammar state after each position.
+
+    Positions that predict padding (a generation cut at its token budget mid-frame, and
+    the padding itself) get DONE, all ids legal: their weight is 0, but their pad label
+    must still index the logits they are given.
+    """
     from .voice.vocab import GrammarState
 
     g = voice.grammar
     states = torch.full((len(seqs), width), int(GrammarState.DONE), dtype=torch.long)
     for i, s in enumerate(seqs):
-        states[i, : len(s)] = torch.from_numpy(g.states(s, strict=False).astype("int64"))
+        states[i, : len(s) - 1] = torch.from_numpy(g.states(s[:-1], strict=False).astype("int64"))
     return states
 
 
