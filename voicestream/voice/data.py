@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .phones import longest_phone, teacher_sample_rate, unit_phones
+from .phones import phone_durations, teacher_sample_rate, unit_phones
 from .shards import Utterance
 from .vocab import GrammarState, VoiceVocab
 
@@ -51,7 +51,7 @@ def encode_utterance(
             return None
         sr = teacher_sample_rate(alignment, float(utt.meta["audio_s"]))
         phones = unit_phones(alignment, sr, frame_rate, utt.unit_frames)
-        if max(longest_phone(p, n) for p, n in zip(phones, utt.unit_frames)) >= vocab.durations:
+        if max(max(phone_durations(p, n), default=0) for p, n in zip(phones, utt.unit_frames)) >= vocab.durations:
             return None  # a phone longer than the vocabulary's durations (a long pause)
     ids = np.asarray(
         vocab.sequence(utt.norm, utt.tokens, utt.unit_frames, utt.units, phones, normalize=False), dtype=np.int64

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["PHONES", "longest_phone", "phone_inventory", "teacher_sample_rate", "unit_phones"]
+__all__ = ["PHONES", "phone_durations", "phone_inventory", "teacher_sample_rate", "unit_phones"]
 
 # The symbols Piper's en_US "joe" voice emits (espeak-ng IPA, stress and length marks,
 # punctuation, ``^``/``$`` sentence start/end, ``" "`` between words), by frequency in
@@ -86,7 +86,7 @@ def unit_phones(
     return out
 
 
-def longest_phone(phones: Sequence[tuple[str, int]], frames: int) -> int:
-    """The most frames any of one unit's placed ``(phone, offset)`` lasts."""
+def phone_durations(phones: Sequence[tuple[str, int]], frames: int) -> list[int]:
+    """Frames each of one unit's placed ``(phone, offset)`` lasts (the unit has ``frames``)."""
     ends = [off for _, off in phones[1:]] + [frames]
-    return max((e - off for (_, off), e in zip(phones, ends)), default=0)
+    return [e - off for (_, off), e in zip(phones, ends)]

@@ -63,6 +63,7 @@ import torch
 
 from ..codec.base import CodecSpec
 from ..text.tokenizer import ALPHABET, SPECIAL_TOKENS, CharTokenizer
+from .phones import phone_durations
 
 __all__ = [
     "LAYOUTS",
@@ -325,8 +326,8 @@ class VoiceVocab:
                     offsets = [off for _, off in phones]
                     if not phones or offsets[0] != 0 or offsets != sorted(offsets) or offsets[-1] > nf:
                         raise ValueError(f"unit {u}: phones {phones} must start at offset 0, in order, within {nf} frames")
-                    for (p, off), nxt in zip(phones, offsets[1:] + [nf]):
-                        out += [self.phone_id(p), self.duration_id(nxt - off)]
+                    for (p, _), frames_of_p in zip(phones, phone_durations(phones, nf)):
+                        out += [self.phone_id(p), self.duration_id(frames_of_p)]
                     out.append(self.phones_end_id)
                     i = 0
                     for f in range(nf + 1):
