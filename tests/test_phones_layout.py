@@ -232,3 +232,39 @@ def test_phones_training_from_a_words_checkpoint(tmp_path):
     res = voice.synthesize("a cat.", voice.spec_config.with_(max_new_tokens=400))
     assert res.audio.size > 0 and res.stats.finish_reason in ("stop", "length")
     voice.close()
+
+
+def _first_phone_list(v: VoiceVocab, out: list[int]) -> list[int]:
+    start = next(i for i, t in enumerate(out) if v.is_phone(t))
+    return out[start : out.index(v.phones_end_id)]
+
+
+def test_greedy_plan_samples_the_sound_but_not_the_phone_list():
+    v = VoiceVocab(layout="phones", durations=4)
+    tf, loose = TextFollowing(v, max_unit_phones=3), TextFollowing(v, max_unit_phones=3, greedy_plan=False)
+    assert not TextFollowing(VoiceVocab(layout="words")).greedy(tf.initial())
+    state, flags = tf.initial(), []
+    seq = [*v.prompt_for("cat."), v.word_id, *v.text_ids("cat.", normalize=False), v.phone_id("k"),
+           v.duration_id(1), v.phones_end_id, v.phone_id("k")]
+    for t in seq:
+        state = tf.step(state, t)
+        flags.append(tf.greedy(state) and not loose.greedy(state))
+    n_prompt = len(v.prompt_for("cat."))
+    # greedy: in the word's letters (the first phone is chosen there), after a phone, after a duration
+    assert flags[n_prompt:] == [False, True, True, True, True, True, True, False, False]
+    tiny = PRESETS["tiny"][0]
+    target, draft = build_model(tiny, v, seed=7), build_model(tiny, v, seed=8)
+    dec = SpeculativeDecoder(target, draft)
+    prompt = v.prompt_for("cat sat.")
+    cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.5), max_new_tokens=60,
+                     stop_ids=(v.audio_end_id,))
+    greedy = [t for c in dec.generate(prompt, SpecConfig(max_new_tokens=60), constraint=tf) for t in c.tokens]
+
+    def run(grammar, seed):
+        return [t for c in dec.generate(prompt, cfg.with_(seed=seed), constraint=grammar) for t in c.tokens]
+
+    planned = [run(tf, s) for s in range(4)]
+    assert {tuple(_first_phone_list(v, o)) for o in planned} == {tuple(_first_phone_list(v, greedy))}
+    assert len({tuple(o) for o in planned}) > 1  # the sound is still sampled
+    assert len({tuple(_first_phone_list(v, run(loose, s))) for s in range(4)}) > 1
+    dec.close()

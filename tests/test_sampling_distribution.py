@@ -10,6 +10,7 @@ from voicestream.config import SamplingConfig, SpecConfig
 from voicestream.models import random_llama
 from voicestream.spec import SpeculativeDecoder, acceptance
 from voicestream.spec.acceptance import VerifyInput, verify
+from voicestream.spec.constraint import constrain
 from voicestream.spec.logits import to_probs
 from voicestream.spec.randomness import DRAFT, Randomness
 
@@ -103,7 +104,8 @@ def e2e_models():
 
 def _exact_distribution(target, cfg: SamplingConfig, *, n_tokens: int = N_TOKENS, constraint=None) -> dict:
     """P(x1..xn) under the processed target, by enumeration (repetition penalty included;
-    ``constraint``: a grammar whose state is the last token, masking each step)."""
+    ``constraint``: a grammar whose state is the last token, masking each step; its greedy
+    rows put all mass on the best legal id)."""
     dist = {}
     with torch.no_grad():
         for seq in itertools.product(range(VOCAB), repeat=n_tokens):
@@ -114,8 +116,7 @@ def _exact_distribution(target, cfg: SamplingConfig, *, n_tokens: int = N_TOKENS
                 seen = torch.zeros(VOCAB, dtype=torch.bool)
                 seen[full[: len(PROMPT) + i]] = True
                 row = logits[len(PROMPT) - 1 + i]
-                if constraint is not None:
-                    row = row.masked_fill(~constraint.allowed(full[len(PROMPT) - 1 + i]), float("-inf"))
+                row = constrain(row, constraint, full[len(PROMPT) - 1 + i])  # legal ids; greedy rows
                 prob *= float(to_probs(row, cfg, seen)[x])
             if prob > 0:
                 dist[seq] = prob

@@ -16,7 +16,7 @@ import torch
 
 from ..config import SpecConfig
 from ..spec.acceptance import VerifyInput, verify
-from ..spec.constraint import TokenConstraint, apply_mask, masks_along, walk
+from ..spec.constraint import TokenConstraint, constrain, masks_along, walk
 from ..spec.decoder import Progress, TokenChunk, append_forced
 from ..spec.draft_length import DraftLength
 from ..spec.logits import SeenTokens, process_logits, to_probs
@@ -112,8 +112,7 @@ class SessionState(Progress):
         forces after it (as the single-session draft does); returns the tokens to feed the
         draft when it should keep going, None when the chunk is done."""
         cfg, scfg = self.cfg, self.cfg.sampling
-        if self.constraint is not None:
-            logits = apply_mask(logits, self.constraint.allowed(self._dstate))
+        logits = constrain(logits, self.constraint, self._dstate)
         x = process_logits(logits, scfg, self._dseen.mask)
         pos = len(self.seq) + len(self.cands)
         if scfg.greedy:
@@ -167,9 +166,9 @@ class SessionState(Progress):
             self.stats.record_step(0, 0, 1)
             self.target_len = base
             return self._commit([token]), base
-        allowed = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
+        rows_c = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
         probs = torch.stack(self.probs) if self.probs else None
-        inp = VerifyInput(cands, probs, rows, self.seen.rows(cands), base, self.epoch, True, allowed)
+        inp = VerifyInput(cands, probs, rows, self.seen.rows(cands), base, self.epoch, True, *(rows_c or ()))
         verdict = verify(inp, self.cfg, self.rng)
         n, token = verdict.accepted, verdict.token
         if n < k:
@@ -185,8 +184,7 @@ class SessionState(Progress):
     def _plain_pick(self, logits: torch.Tensor) -> int:
         """The single-session plain step's choice (same processing, same randomness key)."""
         seen = self.seen.mask if self.seen.active else None
-        if self.constraint is not None:
-            logits = apply_mask(logits, self.constraint.allowed(self.cstate))
+        logits = constrain(logits, self.constraint, self.cstate)
         if self.cfg.sampling.greedy:
             return int(process_logits(logits, self.cfg.sampling, seen).argmax())
         return self.rng.sample(to_probs(logits, self.cfg.sampling, seen), RESAMPLE, len(self.seq), 0)

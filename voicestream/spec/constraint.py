@@ -9,7 +9,7 @@ whole sequence.
 """
 from __future__ import annotations
 
-from typing import Hashable, Protocol, Sequence
+from typing import Hashable, NamedTuple, Protocol, Sequence
 
 import torch
 
@@ -26,6 +26,8 @@ class TokenConstraint(Protocol):
 
     # Optional: ``forced(state) -> int | None``, the only id allowed after ``state`` when
     # there is exactly one. Constraints that have it get jump-forward (see ``forced_run``).
+    # Optional: ``greedy(state) -> bool``, True where the next id must be the model's best
+    # legal id whatever the sampling settings (see ``constrain``).
 
 
 def forced_token(constraint: TokenConstraint, state: Hashable) -> int | None:
@@ -63,6 +65,12 @@ def forced_run(
     return out, state
 
 
+def greedy_at(constraint: TokenConstraint, state: Hashable) -> bool:
+    """Whether ``constraint`` asks for the best legal id after ``state`` (optional ``greedy``)."""
+    greedy = getattr(constraint, "greedy", None)
+    return bool(greedy(state)) if greedy is not None else False
+
+
 def walk(constraint: TokenConstraint, tokens: Sequence[int], state: Hashable) -> Hashable:
     """The state after ``tokens``, starting from ``state``."""
     for t in tokens:
@@ -70,16 +78,48 @@ def walk(constraint: TokenConstraint, tokens: Sequence[int], state: Hashable) ->
     return state
 
 
-def masks_along(constraint: TokenConstraint, state: Hashable, tokens: Sequence[int]) -> torch.Tensor:
-    """(len(tokens)+1, V) masks: row i constrains the token after ``tokens[:i]``."""
-    rows = [constraint.allowed(state)]
+class Rows(NamedTuple):
+    """What a constraint says about k+1 verify rows: legal ids and where to choose greedily."""
+
+    allowed: torch.Tensor  # (k+1, V) bool
+    greedy: torch.Tensor | None  # (k+1,) bool, or None when no row is greedy
+
+
+def masks_along(constraint: TokenConstraint, state: Hashable, tokens: Sequence[int]) -> Rows:
+    """Rows for the tokens after ``tokens[:i]``, i = 0..len(tokens)."""
+    states = [state]
     for t in tokens:
         state = constraint.step(state, int(t))
-        rows.append(constraint.allowed(state))
-    return torch.stack(rows)
+        states.append(state)
+    greedy = [greedy_at(constraint, s) for s in states]
+    return Rows(
+        torch.stack([constraint.allowed(s) for s in states]),
+        torch.tensor(greedy, dtype=torch.bool) if any(greedy) else None,
+    )
 
 
-def apply_mask(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+def apply_mask(logits: torch.Tensor, allowed: torch.Tensor | None, greedy: torch.Tensor | None = None) -> torch.Tensor:
+    """Illegal ids get -inf; rows flagged in ``greedy`` keep only their best legal id.
+
+    Why greedy rows: a voice's phone list and durations are a plan the audio must follow,
+    and a sampled slip there costs a mispronounced word, while the codec tokens want
+    sampling. A greedy row becomes a one-hot distribution for draft and target alike, so
+    speculative sampling stays lossless with respect to the target decoded this way.
+    """
     if allowed is None:
         return logits
-    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+    x = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+    if greedy is None:
+        return x
+    greedy = greedy.to(x.device)
+    best = x.argmax(-1, keepdim=True)
+    keep = torch.zeros_like(x, dtype=torch.bool).scatter(-1, best, True) | ~greedy[..., None]
+    return x.masked_fill(~keep, float("-inf"))
+
+
+def constrain(logits: torch.Tensor, constraint: TokenConstraint | None, state: Hashable) -> torch.Tensor:
+    """One row of logits under ``constraint`` after ``state`` (legal ids; greedy if asked)."""
+    if constraint is None:
+        return logits
+    greedy = torch.tensor(True) if greedy_at(constraint, state) else None
+    return apply_mask(logits, constraint.allowed(state), greedy)

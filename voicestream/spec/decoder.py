@@ -26,7 +26,7 @@ import torch
 from ..config import SpecConfig
 from .acceptance import VerifyInput, verify
 from .compat import check_compatible, output_vocab_size, special_ids
-from .constraint import TokenConstraint, apply_mask, forced_run, masks_along, walk
+from .constraint import TokenConstraint, constrain, forced_run, masks_along, walk
 from .draft_length import DraftLength
 from .lanes import Lane
 from .lean_runner import make_runner
@@ -311,8 +311,7 @@ class _Generation(Progress):
         else:
             logits = self.target.extend(self.seq[len(self.target.tokens) :])[-1]
         seen = self.seen.mask if self.seen.active else None
-        if self.constraint is not None:
-            logits = apply_mask(logits, self.constraint.allowed(self.cstate))
+        logits = constrain(logits, self.constraint, self.cstate)
         if self.cfg.sampling.greedy:
             token = int(process_logits(logits, self.cfg.sampling, seen).argmax())
         else:
@@ -418,8 +417,7 @@ class _Generation(Progress):
                 seen.add(feed)
                 logits = self.draft.extend(feed)[-1]
                 feed = []
-            if constraint is not None:
-                logits = apply_mask(logits, constraint.allowed(state))
+            logits = constrain(logits, constraint, state)
             x = process_logits(logits, scfg, seen.mask)
             if greedy:
                 token = int(x.argmax())
@@ -447,11 +445,11 @@ class _Generation(Progress):
         base = len(self.seq)
         self.dec.target_lane.wait(chunk.ready, chunk.probs)
         seen_rows = self.seen.rows(cands)
-        allowed = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
+        rows_c = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
 
         def inputs(logits: torch.Tensor, n_cands: int, bonus: bool) -> VerifyInput:
             probs = chunk.probs[:n_cands] if chunk.probs is not None else None
-            return VerifyInput(cands[:n_cands], probs, logits, seen_rows, base, self.epoch, bonus, allowed)
+            return VerifyInput(cands[:n_cands], probs, logits, seen_rows, base, self.epoch, bonus, *(rows_c or ()))
 
         verdict = None
         if self.pending_logits is not None:

@@ -121,6 +121,7 @@ def evaluate(
     asr_threads: int = 1,
     seed: int = 0,
     progress: bool = True,
+    greedy_plan: bool = True,
 ) -> dict:
     """Synthesise every sentence under every condition, transcribe and score it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -130,8 +131,8 @@ def evaluate(
     from tqdm import tqdm
 
     asr = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=asr_threads)
-    plain = Voice(target, None)
-    spec = Voice(target, draft) if draft is not None else None
+    plain = Voice(target, None, greedy_plan=greedy_plan)
+    spec = Voice(target, draft, greedy_plan=greedy_plan) if draft is not None else None
     results: dict = {"conditions": [], "per_sentence": []}
     for v in (plain, spec):  # first-call costs (allocations, lazy imports) are not the voice's TTFA
         if v is not None:
@@ -238,6 +239,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--conditions", default=None, help="comma-separated subset of condition names")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample-plan", action="store_true",
+                    help="phones voices: sample the phone list and durations too (default: greedy)")
     ap.add_argument("--out-dir", type=Path, default=None, help="write 16 kHz wavs and report.json here")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -262,7 +265,8 @@ def main(args: argparse.Namespace) -> int:
     speaker = SpeakerScorer.from_corpus(args.corpus, default_codec()) if args.corpus else None
     with torch.inference_mode():
         results = evaluate(target, draft, sentences, conditions, speaker=speaker, out_dir=args.out_dir,
-                           asr_threads=args.threads, seed=args.seed, progress=not args.json)
+                           asr_threads=args.threads, seed=args.seed, progress=not args.json,
+                           greedy_plan=not args.sample_plan)
     results["target"], results["draft"] = str(target_dir), None if draft_dir is None else str(draft_dir)
     results["sentence_set"] = args.sentences
     if args.out_dir is not None:

@@ -82,6 +82,9 @@ class _TFState(NamedTuple):
     since: int = 0  # phones layout: frames since the last placed phone
 
 
+_PLAN_STATES = frozenset({GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES, GrammarState.UNIT_DUR})
+
+
 class TextFollowing:
     """Slot grammar plus "say exactly the prompt, once" (words and phones layouts).
 
@@ -103,10 +106,17 @@ class TextFollowing:
     move on, frame by frame: that choice competes with the codec codes at each frame
     boundary, and an undertrained model (greedy most of all) kept choosing "one more
     frame", holding single sounds for a second.
+
+    ``greedy_plan`` (phones layout): the phone list and its durations are chosen greedily
+    even when the codec tokens are sampled (the constraint's ``greedy`` hook). A sampled
+    slip in the plan mispronounces a word; sampling is for the sound, not the spelling.
     """
 
-    def __init__(self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40) -> None:
+    def __init__(
+        self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40, greedy_plan: bool = True
+    ) -> None:
         self.vocab = vocab
+        self.greedy_plan = greedy_plan and vocab.layout == "phones"
         self.g = vocab.grammar
         self.max_unit_frames = max_unit_frames
         self.max_unit_phones = max_unit_phones
@@ -167,6 +177,11 @@ class TextFollowing:
             n_words = 1 + sum(1 for c in text if c == self.space)
             return (s.g, -1, False, True, s.frames < self.max_unit_frames * n_words, None, False)
         return (s.g,)
+
+    def greedy(self, state: _TFState) -> bool:
+        """Phones layout with ``greedy_plan``: the phone list and durations (and the first
+        phone, chosen at the end of a unit's letters) take the model's best legal id."""
+        return self.greedy_plan and state.g in _PLAN_STATES
 
     def forced(self, state: _TFState) -> int | None:
         """The only legal id (mid-word characters, the first ``<word>``, the phones layout's

@@ -167,6 +167,7 @@ class Voice:
         draft_cpu_threads: int | None = None,
         follow_text: bool = True,
         max_unit_frames: int = 150,
+        greedy_plan: bool = True,
         batch=None,
     ) -> None:
         if vocab is None:
@@ -180,7 +181,10 @@ class Voice:
             raise ValueError("codec and voice vocabulary disagree on the codec token layout")
         self.vocab = vocab
         self.codec = codec
-        self.grammar = TextFollowing(vocab, max_unit_frames=max_unit_frames) if follow_text else SlotOnly(vocab)
+        self.grammar = (
+            TextFollowing(vocab, max_unit_frames=max_unit_frames, greedy_plan=greedy_plan)
+            if follow_text else SlotOnly(vocab)
+        )
         # the grammar goes to the decoder as a token constraint: it masks draft and target
         # alike, and the models stay plain (so the draft can take the lean forward path)
         self.target = target.eval()
