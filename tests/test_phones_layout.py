@@ -232,6 +232,18 @@ def test_phones_training_from_a_words_checkpoint(tmp_path):
     res = voice.synthesize("a cat.", voice.spec_config.with_(max_new_tokens=400))
     assert res.audio.size > 0 and res.stats.finish_reason in ("stop", "length")
     voice.close()
+    # a phones draft distilled from the phones target, warm-started from the words model
+    from voicestream.voice.distill import make_distiller
+
+    dist, _, dvocab, _ = make_distiller(tmp_path / "phones" / "model", corpus, tmp_path / "draft", preset_name="tiny",
+                                        init_from=tmp_path / "words" / "model",
+                                        loop_overrides={**quiet, "max_steps": 2})
+    words_emb = load_causal_lm(tmp_path / "words" / "model").get_input_embeddings().weight
+    draft_emb = dist.model.get_input_embeddings().weight
+    assert dvocab.layout == "phones" and draft_emb.shape[0] == dvocab.vocab_size
+    assert torch.equal(draft_emb[: dvocab.pad_id].detach(), words_emb[: dvocab.pad_id].detach())  # shared ids
+    assert dist.cfg.extra["init_from"] == str(tmp_path / "words" / "model")
+    dist.run()
 
 
 def _first_phone_list(v: VoiceVocab, out: list[int]) -> list[int]:

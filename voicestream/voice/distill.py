@@ -28,7 +28,7 @@ from ..spec.stats import GenerationStats
 from .data import encode_utterances
 from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
 from .masking import TextFollowing
-from .presets import build_model, count_parameters, preset
+from .presets import count_parameters, preset, start_model
 from .shards import Corpus
 from .slot_logits import group_logits, hidden_and_head, position_groups, scatter
 from .vocab import VoiceVocab
@@ -138,8 +138,13 @@ def make_distiller(
     temperature: float = 1.0,
     ce_weight: float = 0.0,
     seed: int = 0,
+    init_from: str | Path | None = None,
 ) -> tuple[Trainer, torch.nn.Module, VoiceVocab, dict]:
-    """Build (or restore) the draft trainer; returns (trainer, target, vocab, summary)."""
+    """Build (or restore) the draft trainer; returns (trainer, target, vocab, summary).
+
+    ``init_from``: start the draft from a trained voice LM (e.g. the draft of an earlier
+    layout) rather than a fresh ``preset_name``.
+    """
     out = Path(out)
     target = load_causal_lm(target_dir)
     vocab = VoiceVocab.from_dict(target.config.voicestream_vocab)
@@ -154,12 +159,13 @@ def make_distiller(
         temperature, ce_weight = cfg.extra["temperature"], cfg.extra["ce_weight"]
     else:
         mp, tp = preset(preset_name)
-        draft = build_model(mp, vocab, seed=seed)
+        draft = start_model(mp, vocab, seed=seed, init_from=init_from)
         cfg = LoopConfig(
             lr=tp.lr, min_lr_ratio=tp.min_lr_ratio, warmup_steps=tp.warmup_steps, total_steps=tp.total_steps,
             weight_decay=tp.weight_decay, grad_clip=tp.grad_clip, batch_tokens=tp.batch_tokens, seed=seed,
             extra={"job": "distill", "preset": preset_name, "target": str(target_dir), "corpus": str(corpus_dir),
-                   "temperature": temperature, "ce_weight": ce_weight},
+                   "temperature": temperature, "ce_weight": ce_weight,
+                   "init_from": str(init_from) if init_from is not None else None},
         )
     for k, v in (loop_overrides or {}).items():
         if v is not None:
@@ -190,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", default="draft")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start the draft from this voice LM (e.g. a draft of another layout) instead of the preset")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.0)
     ap.add_argument("--eval-prompts", type=int, default=4, help="heldout prompts for the acceptance check (0: skip)")
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = loop_overrides(args)
     trainer, target, vocab, summary = make_distiller(
         args.target, args.corpus, args.out, preset_name=args.preset, resume=args.resume, loop_overrides=overrides,
-        temperature=args.temperature, ce_weight=args.ce_weight, seed=args.seed,
+        temperature=args.temperature, ce_weight=args.ce_weight, seed=args.seed, init_from=args.init_from,
     )
     print(json.dumps(summary))
     result = trainer.run()

@@ -9,6 +9,7 @@ the draft ties them to stay small; the target keeps them untied.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -138,6 +139,21 @@ def warm_start(model: LlamaForCausalLM, vocab: VoiceVocab, *, seed: int = 0) -> 
     model.config.voicestream_vocab = vocab.to_dict()
     model.config.vocab_size = vocab.vocab_size
     return model
+
+
+def start_model(
+    mp: ModelPreset, vocab: VoiceVocab, *, seed: int = 0, init_from: str | Path | None = None
+) -> LlamaForCausalLM:
+    """A fresh model of preset ``mp``, or the voice LM at ``init_from`` warm-started into
+    ``vocab`` (how a run changes layout, or a draft starts from an older draft, without
+    starting over)."""
+    if init_from is None:
+        return build_model(mp, vocab, seed=seed)
+    import torch
+
+    from ..models import load_causal_lm
+
+    return warm_start(load_causal_lm(init_from, dtype=torch.float32), vocab, seed=seed)
 
 
 def count_parameters(model) -> int:

@@ -26,7 +26,7 @@ from ..models import load_causal_lm
 from .data import encode_utterances
 from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
 from .phones import phone_inventory
-from .presets import build_model, count_parameters, preset, warm_start
+from .presets import count_parameters, preset, start_model
 from .shards import Corpus
 from .slot_logits import group_logits, hidden_and_head, scatter
 from .vocab import LAYOUTS, VoiceVocab
@@ -98,10 +98,7 @@ def make_trainer(
     else:
         phones = phone_inventory(u.meta.get("phonemes") or () for u in train_utts) if layout == "phones" else ()
         vocab = VoiceVocab(layout=layout, phones=phones)
-        if init_from is not None:
-            model = warm_start(load_causal_lm(init_from, dtype=torch.float32), vocab, seed=seed)
-        else:
-            model = build_model(mp, vocab, seed=seed)
+        model = start_model(mp, vocab, seed=seed, init_from=init_from)
         text_weight = tp.text_weight if text_weight is None else text_weight
         cfg = LoopConfig(
             lr=tp.lr, min_lr_ratio=tp.min_lr_ratio, warmup_steps=tp.warmup_steps, total_steps=tp.total_steps,
