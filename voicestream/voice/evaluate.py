@@ -269,6 +269,7 @@ def main(args: argparse.Namespace) -> int:
                            greedy_plan=not args.sample_plan)
     results["target"], results["draft"] = str(target_dir), None if draft_dir is None else str(draft_dir)
     results["sentence_set"] = args.sentences
+    results["greedy_plan"] = not args.sample_plan
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / "report.json").write_text(json.dumps(results, indent=1))
