@@ -1,0 +1,51 @@
+"""The built-in voice shipped in the package: it loads from the package alone, stays under
+the size budget, speaks a sentence to its end, and its speculative greedy output is the
+target's own greedy output, token for token, on the real weights."""
+import numpy as np
+import pytest
+
+from voicestream.say import DEFAULT_VOICE_DIR
+
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_VOICE_DIR / "target" / "config.json").exists(), reason="no built-in voice installed in this build"
+)
+
+TEXT = "Can you call me tomorrow, please?"
+
+
+@pytest.fixture(scope="module")
+def voices():
+    from voicestream.voice.synthesize import Voice
+
+    spec = Voice.load(DEFAULT_VOICE_DIR / "target", DEFAULT_VOICE_DIR / "draft", threads=2)
+    plain = Voice(spec.target, None)
+    yield plain, spec
+    plain.close()
+    spec.close()
+
+
+def test_shipped_weights_are_small_and_in_hf_layout():
+    files = [p for p in DEFAULT_VOICE_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 50 * 2**20
+    for part in ("target", "draft"):
+        assert {"config.json", "model.safetensors"} <= {p.name for p in (DEFAULT_VOICE_DIR / part).iterdir()}
+
+
+def test_builtin_voice_speaks_to_the_end_and_speculation_is_exact(voices):
+    from voicestream.spec.stats import GenerationStats
+
+    plain, spec = voices
+    prompt = spec.vocab.prompt_for(TEXT)
+    cfg = spec.spec_config.with_(max_new_tokens=spec.max_new_tokens_for(TEXT))
+    runs = []
+    for v in (plain, spec):
+        st = GenerationStats()
+        runs.append(([t for c in v.decoder.generate(prompt, cfg, stats=st, constraint=v.grammar) for t in c.tokens], st))
+    (ref, st_plain), (out, st_spec) = runs
+    assert out == ref and st_plain.finish_reason == st_spec.finish_reason == "stop"
+    assert st_spec.target_forwards < st_plain.target_forwards  # the draft's tokens were accepted
+    said = spec.vocab.text_from_ids(out).replace(" ", "")
+    assert said == spec.vocab.text_from_ids(spec.vocab.text_ids(TEXT)).replace(" ", "")  # every word, once
+    res = spec.synthesize(TEXT)
+    seconds = res.audio.size / res.sample_rate
+    assert 0.8 < seconds < 6.0 and np.abs(res.audio).max() > 0.05  # a sentence of sound, not silence
