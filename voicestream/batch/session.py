@@ -166,9 +166,10 @@ class SessionState(Progress):
             self.stats.record_step(0, 0, 1)
             self.target_len = base
             return self._commit([token]), base
-        rows_c = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
+        legal = masks_along(self.constraint, self.cstate, cands)
         probs = torch.stack(self.probs) if self.probs else None
-        inp = VerifyInput(cands, probs, rows, self.seen.rows(cands), base, self.epoch, True, *(rows_c or ()))
+        inp = VerifyInput(cands, probs, rows, self.seen.rows(cands), base, self.epoch, True,
+                          allowed=legal.allowed, greedy=legal.greedy)
         verdict = verify(inp, self.cfg, self.rng)
         n, token = verdict.accepted, verdict.token
         if n < k:

@@ -81,12 +81,14 @@ def walk(constraint: TokenConstraint, tokens: Sequence[int], state: Hashable) ->
 class Rows(NamedTuple):
     """What a constraint says about k+1 verify rows: legal ids and where to choose greedily."""
 
-    allowed: torch.Tensor  # (k+1, V) bool
+    allowed: torch.Tensor | None  # (k+1, V) bool, or None without a constraint
     greedy: torch.Tensor | None  # (k+1,) bool, or None when no row is greedy
 
 
-def masks_along(constraint: TokenConstraint, state: Hashable, tokens: Sequence[int]) -> Rows:
+def masks_along(constraint: TokenConstraint | None, state: Hashable, tokens: Sequence[int]) -> Rows:
     """Rows for the tokens after ``tokens[:i]``, i = 0..len(tokens)."""
+    if constraint is None:
+        return Rows(None, None)
     states = [state]
     for t in tokens:
         state = constraint.step(state, int(t))

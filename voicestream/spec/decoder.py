@@ -445,11 +445,12 @@ class _Generation(Progress):
         base = len(self.seq)
         self.dec.target_lane.wait(chunk.ready, chunk.probs)
         seen_rows = self.seen.rows(cands)
-        rows_c = masks_along(self.constraint, self.cstate, cands) if self.constraint is not None else None
+        legal = masks_along(self.constraint, self.cstate, cands)
 
         def inputs(logits: torch.Tensor, n_cands: int, bonus: bool) -> VerifyInput:
             probs = chunk.probs[:n_cands] if chunk.probs is not None else None
-            return VerifyInput(cands[:n_cands], probs, logits, seen_rows, base, self.epoch, bonus, *(rows_c or ()))
+            return VerifyInput(cands[:n_cands], probs, logits, seen_rows, base, self.epoch, bonus,
+                               allowed=legal.allowed, greedy=legal.greedy)
 
         verdict = None
         if self.pending_logits is not None:
