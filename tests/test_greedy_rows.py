@@ -1,8 +1,6 @@
 """Greedy rows: a constraint may ask for the best legal id at some positions while the rest
 is sampled (a voice's phone plan greedy, its sound sampled). Speculative sampling must
 stay lossless with respect to the target decoded that way, in every decoder."""
-from collections import Counter
-
 import pytest
 import torch
 
@@ -14,7 +12,7 @@ from voicestream.spec.constraint import apply_mask, constrain, masks_along
 from conftest import collect
 from stats_util import chi_square, chi_square_critical, total_variation
 from test_batch_decoding import pair64, run_manual  # noqa: F401  (fixture)
-from test_sampling_distribution import N_TOKENS, PROMPT, VOCAB, _exact_distribution, e2e_models  # noqa: F401
+from test_sampling_distribution import N_TOKENS, VOCAB, _exact_distribution, _sample, e2e_models  # noqa: F401
 
 SAMPLING = SamplingConfig(temperature=1.0)
 
@@ -56,10 +54,6 @@ def test_apply_mask_keeps_only_the_best_legal_id_in_greedy_rows():
     assert masks_along(GreedyAfter(set(), VOCAB), 3, [0, 1]).greedy is None
 
 
-def _counts(generate, n: int) -> Counter:
-    return Counter(tuple(generate(seed)) for seed in range(n))
-
-
 @pytest.mark.parametrize("mode", ["plain", "sequential", "pipelined"])
 def test_sampling_with_greedy_rows_reproduces_the_target_decoded_that_way(e2e_models, mode):  # noqa: F811
     target, draft = e2e_models
@@ -71,7 +65,7 @@ def test_sampling_with_greedy_rows_reproduces_the_target_decoded_that_way(e2e_mo
     cfg = SpecConfig(rule="sampling", sampling=SAMPLING, gamma=1 if mode == "pipelined" else 2, draft_length="fixed",
                      pipelined=mode == "pipelined", speculate_threshold=0.0, max_new_tokens=N_TOKENS)
     n = 2000
-    counts = _counts(lambda s: collect(dec, PROMPT, cfg.with_(seed=s), constraint=GREEDY_AFTER_EVEN)[0], n)
+    counts = _sample(dec, cfg, n, constraint=GREEDY_AFTER_EVEN)
     stat, dof = chi_square(counts, exact, n)
     assert stat < chi_square_critical(dof), (stat, dof, total_variation(counts, exact, n))
     dec.close()

@@ -16,7 +16,7 @@ from voicestream.spec.stats import GenerationStats
 from conftest import collect
 from stats_util import chi_square, chi_square_critical, total_variation
 from test_batch_decoding import run_manual
-from test_sampling_distribution import PROMPT, VOCAB, _exact_distribution
+from test_sampling_distribution import VOCAB, _exact_distribution, _sample
 
 V = 128
 GREEDY = SamplingConfig(temperature=0.0)
@@ -136,10 +136,7 @@ def test_speculative_sampling_with_jump_forward_reproduces_the_constrained_targe
     cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), gamma=1 if pipelined else 2,
                      draft_length="fixed", pipelined=pipelined, speculate_threshold=0.0, max_new_tokens=N_TOKENS)
     n = 2000
-    counts = Counter()
-    for seed in range(n):
-        toks = [t for c in dec.generate(PROMPT, cfg.with_(seed=seed), constraint=SMALL) for t in c.tokens]
-        counts[tuple(toks)] += 1
+    counts = _sample(dec, cfg, n, n_tokens=N_TOKENS, constraint=SMALL)
     stat, dof = chi_square(counts, exact, n)
     assert stat < chi_square_critical(dof), (stat, dof, total_variation(counts, exact, n))
     dec.close()

@@ -123,11 +123,12 @@ def _exact_distribution(target, cfg: SamplingConfig, *, n_tokens: int = N_TOKENS
     return dist
 
 
-def _sample(decoder, cfg: SpecConfig, n: int) -> Counter:
+def _sample(decoder, cfg: SpecConfig, n: int, *, n_tokens: int = N_TOKENS, constraint=None) -> Counter:
+    """How often each continuation of PROMPT comes out over seeds 0..n-1."""
     counts = Counter()
     for seed in range(n):
-        toks = [t for c in decoder.generate(PROMPT, cfg.with_(seed=seed, max_new_tokens=N_TOKENS)) for t in c.tokens]
-        counts[tuple(toks)] += 1
+        out = decoder.generate(PROMPT, cfg.with_(seed=seed, max_new_tokens=n_tokens), constraint=constraint)
+        counts[tuple(t for c in out for t in c.tokens)] += 1
     return counts
 
 
