@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..models import load_causal_lm
 from .data import encode_utterances
+from .input_noise import CodecInputNoise
 from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
 from .phones import phone_inventory
 from .presets import count_parameters, preset, start_model
@@ -34,16 +35,20 @@ from .vocab import LAYOUTS, VoiceVocab
 __all__ = ["grammar_loss", "main", "make_trainer"]
 
 
-def grammar_loss(vocab: VoiceVocab):
+def grammar_loss(vocab: VoiceVocab, *, input_noise: float = 0.0):
     """Loss function for :class:`Trainer`: weighted grammar-masked next-token CE.
 
     Computed over each position's legal ids only (:mod:`~voicestream.voice.slot_logits`):
     the same value as a softmax over all ids with illegal ones masked, at about half the
-    cost of a step on a CPU.
+    cost of a step on a CPU.  ``input_noise``: probability of swapping each codec *input*
+    token for a random code of its codebook while the model is in training mode
+    (:mod:`~voicestream.voice.input_noise`); labels and held-out scoring stay clean.
     """
+    noise = CodecInputNoise(vocab, input_noise) if input_noise else None
 
     def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        hidden, head = hidden_and_head(model, batch["input_ids"], batch["attention_mask"])
+        inputs = noise(batch["input_ids"]) if noise is not None and model.training else batch["input_ids"]
+        hidden, head = hidden_and_head(model, inputs, batch["attention_mask"])
         states = batch["states"][:, :-1]
         labels = batch["input_ids"][:, 1:].reshape(-1)
         groups = group_logits(hidden[:, :-1], head, states, vocab)
@@ -73,6 +78,7 @@ def make_trainer(
     init_from: str | Path | None = None,
     loop_overrides: dict | None = None,
     text_weight: float | None = None,
+    input_noise: float = 0.0,
     seed: int = 0,
 ) -> tuple[Trainer, dict]:
     """Build (or restore) a trainer; returns it and a summary of the data/model.
@@ -95,6 +101,7 @@ def make_trainer(
         vocab = VoiceVocab.from_dict(model.config.voicestream_vocab)
         cfg = LoopConfig(**{**saved, "betas": tuple(saved["betas"])})
         text_weight = extra["text_weight"]
+        input_noise = float(extra.get("input_noise", 0.0))
     else:
         phones = phone_inventory(u.meta.get("phonemes") or () for u in train_utts) if layout == "phones" else ()
         vocab = VoiceVocab(layout=layout, phones=phones)
@@ -103,7 +110,8 @@ def make_trainer(
         cfg = LoopConfig(
             lr=tp.lr, min_lr_ratio=tp.min_lr_ratio, warmup_steps=tp.warmup_steps, total_steps=tp.total_steps,
             weight_decay=tp.weight_decay, grad_clip=tp.grad_clip, batch_tokens=tp.batch_tokens, seed=seed,
-            extra={"job": "train", "preset": preset_name, "text_weight": text_weight, "corpus": str(corpus_dir),
+            extra={"job": "train", "preset": preset_name, "text_weight": text_weight, "input_noise": input_noise,
+                   "corpus": str(corpus_dir),
                    "init_from": str(init_from) if init_from is not None else None},
         )
     for k, v in (loop_overrides or {}).items():
@@ -113,7 +121,8 @@ def make_trainer(
     train, stats = encode_utterances(vocab, train_utts, text_weight=text_weight, max_len=max_len)
     held, _ = encode_utterances(vocab, corpus.utterances("heldout"), text_weight=text_weight, max_len=max_len) \
         if "heldout" in corpus.splits else ([], {})
-    trainer = Trainer(model, train, grammar_loss(vocab), out, cfg, pad_id=vocab.pad_id, heldout=held,
+    loss_fn = grammar_loss(vocab, input_noise=input_noise)
+    trainer = Trainer(model, train, loss_fn, out, cfg, pad_id=vocab.pad_id, heldout=held,
                       log_fields=("loss", "audio_nll", "text_nll"))
     if saved is not None:
         trainer.load_state()
@@ -124,6 +133,7 @@ def make_trainer(
         "train_examples": stats,
         "heldout_examples": len(held),
         "train_tokens": int(sum(len(e) for e in train)),
+        "input_noise": input_noise,
         "resumed_at_step": trainer.step if saved is not None else None,
     }
     return trainer, summary
@@ -139,13 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start from this trained voice LM (e.g. a words-layout checkpoint for a phones run)")
     ap.add_argument("--text-weight", type=float, default=None)
+    ap.add_argument("--input-noise", type=float, default=0.0,
+                    help="probability of replacing each codec input token by a random code of its codebook "
+                         "(against exposure bias; labels stay clean; kept on --resume)")
     add_loop_arguments(ap, warmup=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = loop_overrides(args)
     trainer, summary = make_trainer(
         args.corpus, args.out, preset_name=args.preset, layout=args.layout, resume=args.resume, init_from=args.init_from,
-        loop_overrides=overrides, text_weight=args.text_weight, seed=args.seed,
+        loop_overrides=overrides, text_weight=args.text_weight, input_noise=args.input_noise, seed=args.seed,
     )
     print(json.dumps(summary))
     result = trainer.run()
