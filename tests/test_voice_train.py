@@ -154,3 +154,11 @@ def test_recipe_builds_a_voice_end_to_end_and_resumes(tiny_corpus, tmp_path):
     assert recipe(base + ["--max-steps", "5"]) == 0
     second = json.loads((out / "summary.json").read_text())
     assert second["target"]["resumed_at_step"] == 3 and second["target"]["step"] == 5
+    # a new run warm-starts both models from the installed voice, with input noise on
+    warm = tmp_path / "warm"
+    warm_args = [str(warm) if a == str(out) else str(tmp_path / "voice2") if a == str(dst) else a for a in base]
+    assert recipe(warm_args + ["--max-steps", "1", "--init-from", str(dst / "target"), "--draft-init-from", str(dst / "draft"),
+                   "--input-noise", "0.1"]) == 0
+    third = json.loads((warm / "summary.json").read_text())
+    assert third["target"]["input_noise"] == 0.1 and third["target"]["step"] == 1
+    assert third["target"]["init_from"] == str(dst / "target") and third["draft"]["init_from"] == str(dst / "draft")

@@ -186,6 +186,7 @@ def make_distiller(
         "layout": vocab.layout,
         "train_examples": stats,
         "resumed_at_step": trainer.step if saved is not None else None,
+        "init_from": cfg.extra.get("init_from"),
     }
     return trainer, target, vocab, summary
 

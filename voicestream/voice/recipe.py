@@ -57,7 +57,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
     t0 = _stage("target")
     resume = (out / "target" / MODEL_DIR).exists()
     trainer, info = make_trainer(corpus_dir, out / "target", preset_name=args.target_preset, resume=resume,
-                                 layout=args.layout,
+                                 layout=args.layout, input_noise=args.input_noise,
+                                 init_from=None if resume else args.init_from,
                                  loop_overrides={**common, "minutes": args.train_minutes,
                                                  "total_steps": args.train_steps}, seed=args.seed)
     summary["target"] = {**info, **trainer.run(), "seconds": round(time.perf_counter() - t0, 1)}
@@ -68,6 +69,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
     trainer, target, vocab, info = make_distiller(
         out / "target" / MODEL_DIR, corpus_dir, out / "draft", preset_name=args.draft_preset, resume=resume,
         loop_overrides={**common, "minutes": args.distill_minutes, "total_steps": args.distill_steps}, seed=args.seed,
+        init_from=None if resume else args.draft_init_from,
     )
     summary["draft"] = {**info, **trainer.run(), "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -98,7 +100,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--target-preset", default="target")
     ap.add_argument("--layout", default="phones", choices=["phones", "words", "plain"],
                     help="sequence layout of the target (see voicestream.voice.vocab and voice/phones.py)")
+    ap.add_argument("--input-noise", type=float, default=0.0,
+                    help="target: probability of a random codec input token (see voicestream.voice.input_noise)")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="warm-start the target from a trained voice LM (e.g. the checkpoint in checkpoints/)")
     ap.add_argument("--draft-preset", default="draft")
+    ap.add_argument("--draft-init-from", type=Path, default=None, help="warm-start the draft from a trained draft")
     ap.add_argument("--train-minutes", type=float, default=8.0)
     ap.add_argument("--train-steps", type=int, default=None, help="cosine schedule length (default: the preset's)")
     ap.add_argument("--distill-minutes", type=float, default=2.0)

@@ -134,6 +134,7 @@ def make_trainer(
         "heldout_examples": len(held),
         "train_tokens": int(sum(len(e) for e in train)),
         "input_noise": input_noise,
+        "init_from": cfg.extra.get("init_from"),
         "resumed_at_step": trainer.step if saved is not None else None,
     }
     return trainer, summary
