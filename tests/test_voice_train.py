@@ -75,6 +75,30 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
             assert torch.equal(oa[k][name], ob[k][name])
 
 
+def test_a_signal_stops_training_after_its_step_and_saves_a_checkpoint(tiny_corpus, tmp_path):
+    import os
+    import signal
+
+    trainer, _ = make_trainer(tiny_corpus, tmp_path, preset_name="tiny", loop_overrides={**QUIET, "max_steps": 50})
+    inner, calls = trainer.loss_fn, []
+
+    def loss_fn(model, batch):  # a `kill` arrives during the third step
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return inner(model, batch)
+
+    trainer.loss_fn = loss_fn
+    before = signal.getsignal(signal.SIGTERM)
+    result = trainer.run()
+    assert result["stopped_by_signal"] and result["step"] == 3 and len(calls) == 3
+    assert torch.load(tmp_path / "model" / "trainer_state.pt", weights_only=False)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the process's own handler is back
+    resumed, summary = make_trainer(tiny_corpus, tmp_path, preset_name="tiny", resume=True,
+                                    loop_overrides={**QUIET, "max_steps": 4})
+    assert summary["resumed_at_step"] == 3 and not resumed.run()["stopped_by_signal"]
+
+
 def test_distillation_reduces_kl_and_reports_acceptance(tiny_corpus, tmp_path):
     target_run, _ = make_trainer(tiny_corpus, tmp_path / "t", preset_name="tiny", loop_overrides={**QUIET, "max_steps": 8})
     target_run.run()

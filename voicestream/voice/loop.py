@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 
+import contextlib
 import csv
 import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -122,6 +125,7 @@ class Trainer:
         self.position = (0, 0)
         self.tokens_seen = 0
         self.train_seconds = 0.0
+        self.stop_requested = False  # set by SIGINT/SIGTERM during run(): finish the step, save, return
 
     # ----- checkpoints -------------------------------------------------------------
     @property
@@ -207,8 +211,35 @@ class Trainer:
         return float(np.mean(losses))
 
     # ----- the loop ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT/SIGTERM ask the loop to stop after the current step and save.
+
+        Why: a run is often stopped by hand (Ctrl-C, ``kill``) or by a session ending, and
+        everything since the last periodic checkpoint would otherwise be lost.  Handlers
+        can only be installed from the main thread; elsewhere this does nothing.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request(signum, frame):
+            self.stop_requested = True
+
+        old = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
     def run(self) -> dict:
-        """Train until ``minutes`` or ``max_steps``; checkpoint periodically and at the end."""
+        """Train until ``minutes`` or ``max_steps`` (or a SIGINT/SIGTERM); checkpoint
+        periodically and at the end."""
+        with self._stop_on_signals():
+            return self._run()
+
+    def _run(self) -> dict:
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -225,7 +256,7 @@ class Trainer:
         while True:
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 break
-            if time.perf_counter() - start >= budget:
+            if time.perf_counter() - start >= budget or self.stop_requested:
                 break
             t0 = time.perf_counter()
             idx, next_pos = self.plan.at(*self.position)
@@ -267,7 +298,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{n_tok / dt:.0f}")
         bar.close()
-        heldout = self.evaluate()
+        heldout = None if self.stop_requested else self.evaluate()  # stopping: save first, fast
         self.save()
         if heldout is not None:
             self._log({"step": self.step, "epoch": self.position[0], "train_s": round(self.train_seconds, 2),
@@ -280,6 +311,7 @@ class Trainer:
             "tokens_per_s": round(self.tokens_seen / self.train_seconds, 1) if self.train_seconds else 0.0,
             "last": last,
             "heldout_loss": heldout,
+            "stopped_by_signal": self.stop_requested,
         }
 
 
