@@ -62,3 +62,32 @@ async def test_tiny_voice_over_the_websocket(tiny_voice):
     done = rx.of("done")[0]["stats"]
     assert done["tokens"] > 0 and done["target_forwards"] > 0
     assert rx.seqs() == list(range(len(rx.frames)))
+
+
+def test_serve_codec_pick_reaches_the_loaded_voice(tmp_path):
+    if not HAVE_VOICE:
+        pytest.skip("voicestream.voice not in this tree yet")
+    pytest.importorskip("pycodec2")
+    import argparse
+
+    from voicestream.server.cli import add_arguments, load_voices
+    from voicestream.voice import VoiceVocab
+    from voicestream.voice.presets import PRESETS, build_model
+
+    build_model(PRESETS["tiny"][0], VoiceVocab(), seed=11).save_pretrained(tmp_path / "t")
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    picked = {}
+    for pick in ("model", "median"):
+        args = ap.parse_args(["--voice", f"v={tmp_path / 't'}", "--codec-pick", pick])
+        (synth,) = load_voices(args)
+        voice = synth.voice
+        state = voice.grammar.initial()
+        for t in voice.vocab.prompt_for("hi") + [voice.vocab.word_id, *voice.vocab.text_ids("hi", normalize=False)]:
+            state = voice.grammar.step(state, t)
+        picked[pick] = voice.codec_pick, voice.grammar.pick(state)  # the unit's first frame is next
+        synth.close()
+    assert picked["model"] == ("model", None) and picked["median"][0] == "median"
+    assert picked["median"][1].bits == (1, 1, 5)
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--codec-pick", "mode"])

@@ -68,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
 
     text = args.text if args.text not in (None, "-") else sys.stdin.read()
     target, draft = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
-    voice = Voice.load(target, draft, threads=args.threads, greedy_plan=not args.sample_plan)
+    voice = Voice.load(target, draft, threads=args.threads, greedy_plan=not args.sample_plan,
+                       codec_pick=args.codec_pick)
     cfg = spec_config(args, voice.spec_config)
     cfg = cfg.with_(max_new_tokens=min(cfg.max_new_tokens, voice.max_new_tokens_for(text)))
     stats = SynthesisStats()
@@ -98,4 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-plan", action="store_true",
                    help="phones voices: sample the phone list and durations too (default: greedy, only the sound is sampled)")
+    p.add_argument("--codec-pick", choices=["model", "median"], default="model",
+                   help="median: each codec token is the field-wise median of the model's distribution "
+                        "(deterministic; ordinal codecs such as the built-in Codec2) instead of --rule's choice")
     p.add_argument("--threads", type=int, default=None)

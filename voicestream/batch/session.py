@@ -169,7 +169,7 @@ class SessionState(Progress):
         legal = masks_along(self.constraint, self.cstate, cands)
         probs = torch.stack(self.probs) if self.probs else None
         inp = VerifyInput(cands, probs, rows, self.seen.rows(cands), base, self.epoch, True,
-                          allowed=legal.allowed, greedy=legal.greedy)
+                          allowed=legal.allowed, picks=legal.picks)
         verdict = verify(inp, self.cfg, self.rng)
         n, token = verdict.accepted, verdict.token
         if n < k:

@@ -44,6 +44,10 @@ class CodecSpec:
     # "one slot per codebook, in codebook order".
     slot_codebooks: tuple[int, ...] = ()
     codebook_names: tuple[str, ...] = ()
+    # Per codebook, the bit widths of the ordinal fields its codes pack (most significant
+    # first; e.g. two 5-bit scalar-quantiser indices -> (5, 5)), or empty when the codes
+    # are not ordinal (learned VQ).  Lets decoding take a field-wise median.
+    ordinal_fields: tuple[tuple[int, ...], ...] = ()
     _offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +65,11 @@ class CodecSpec:
         object.__setattr__(self, "slot_codebooks", slots)
         if self.codebook_names and len(self.codebook_names) != len(sizes):
             raise ValueError("codebook_names must match codebook_sizes")
+        if self.ordinal_fields:
+            fields = tuple(tuple(int(b) for b in f) for f in self.ordinal_fields)
+            if len(fields) != len(sizes) or any(1 << sum(f) != n for f, n in zip(fields, sizes)):
+                raise ValueError("ordinal_fields must give each codebook's bits (2**sum == its size)")
+            object.__setattr__(self, "ordinal_fields", fields)
         offsets = tuple(int(x) for x in np.concatenate([[0], np.cumsum(sizes)[:-1]]))
         object.__setattr__(self, "_offsets", offsets)
 

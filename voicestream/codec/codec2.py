@@ -82,6 +82,7 @@ class FrameLayout:
             samples_per_frame=self.samples_per_frame,
             codebook_sizes=self.codebook_sizes,
             codebook_names=self.codebook_names,
+            ordinal_fields=tuple(tuple(self.fields[i].bits for i in f) for f in self.codebook_fields),
         )
 
     def _frame_words(self, frames: np.ndarray) -> np.ndarray:

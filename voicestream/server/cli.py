@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--torch-threads", type=int, default=None,
                    help="intra-op threads (default: 1 per session without --batch, since sessions run in "
                         "parallel threads; all cores with --batch, since one thread runs the batch)")
+    p.add_argument("--codec-pick", choices=["model", "median"], default="model",
+                   help="trained voices: codec tokens by the request's rule (model) or the field-wise median (median)")
     p.add_argument("--log-level", default="WARNING")
     from voicestream.adapters.families.cli import add_family_arguments
 
@@ -91,7 +93,8 @@ def load_voices(args: argparse.Namespace) -> list:
         if not sep or not name or not dirs:
             raise SystemExit(f"--voice expects NAME=TARGET_DIR[:DRAFT_DIR], got {spec!r}")
         target, _, draft = dirs.partition(":")
-        voices.append(load_voice_synthesizer(target, draft or None, name=name, threads=torch_threads(args), batch=batch))
+        voices.append(load_voice_synthesizer(target, draft or None, name=name, threads=torch_threads(args), batch=batch,
+                                             codec_pick=args.codec_pick))
     if getattr(args, "adapter", None):
         from voicestream.adapters.families.cli import family_synthesizer_from_args
 
@@ -109,7 +112,8 @@ def load_voices(args: argparse.Namespace) -> list:
                 "--adapter NAME --target PATH, and/or --test-voice"
             )
         target, draft = say.resolve_voice_dirs(None)  # the built-in voice, served as "default"
-        voices.append(load_voice_synthesizer(target, draft, name="default", threads=torch_threads(args), batch=batch))
+        voices.append(load_voice_synthesizer(target, draft, name="default", threads=torch_threads(args), batch=batch,
+                                             codec_pick=args.codec_pick))
     return voices
 
 

@@ -131,6 +131,7 @@ def load_voice_synthesizer(
     name: str = "default",
     threads: int | None = None,
     batch=None,
+    codec_pick: str = "model",
 ) -> VoiceSynthesizer:
     """Load a trained voice from checkpoint directories (imports ``voicestream.voice`` lazily).
 
@@ -145,7 +146,7 @@ def load_voice_synthesizer(
             "loaded; use --test-voice for the built-in test synthesizer"
         ) from exc
     t0 = time.perf_counter()
-    voice = Voice.load(target_dir, draft_dir, threads=threads, batch=batch)
+    voice = Voice.load(target_dir, draft_dir, threads=threads, batch=batch, codec_pick=codec_pick)
     synth = VoiceSynthesizer(voice, name=name)
     synth.load_seconds = time.perf_counter() - t0
     return synth

@@ -34,7 +34,7 @@ class VerifyInput:
     epoch: int  # rejection count so far (keys the randomness)
     emit_bonus: bool
     allowed: torch.Tensor | None = None  # (k+1, V) constraint masks, or None
-    greedy: torch.Tensor | None = None  # (k+1,) rows the constraint decides greedily, or None
+    picks: Sequence | None = None  # (k+1,) per row: the constraint's pick rule or None (Rows.picks)
 
 
 Rule = Callable[[VerifyInput, SpecConfig, Randomness], Verdict]
@@ -44,8 +44,8 @@ def _rows(inp: VerifyInput, cfg: SpecConfig) -> torch.Tensor:
     n = inp.target_logits.shape[0]
     seen = inp.seen[:n] if inp.seen is not None else None
     allowed = inp.allowed[:n] if inp.allowed is not None else None
-    greedy = inp.greedy[:n] if inp.greedy is not None else None
-    return process_logits(apply_mask(inp.target_logits, allowed, greedy), cfg.sampling, seen)
+    picks = inp.picks[:n] if inp.picks is not None else None
+    return process_logits(apply_mask(inp.target_logits, allowed, picks), cfg.sampling, seen)
 
 
 def _argmax_verdict(inp: VerifyInput, accepted: int, argmax: list[int]) -> Verdict:

@@ -9,7 +9,7 @@ whole sequence.
 """
 from __future__ import annotations
 
-from typing import Hashable, NamedTuple, Protocol, Sequence
+from typing import Callable, Hashable, NamedTuple, Protocol, Sequence
 
 import torch
 
@@ -28,6 +28,16 @@ class TokenConstraint(Protocol):
     # there is exactly one. Constraints that have it get jump-forward (see ``forced_run``).
     # Optional: ``greedy(state) -> bool``, True where the next id must be the model's best
     # legal id whatever the sampling settings (see ``constrain``).
+    # Optional: ``pick(state) -> Pick | None``, a deterministic rule choosing the next id
+    # from the model's legal logits there (e.g. a field-wise median); overrides ``greedy``.
+
+
+#: Chooses one id from a row of logits whose illegal ids are ``-inf``.
+Pick = Callable[[torch.Tensor], int]
+
+
+def argmax_pick(row: torch.Tensor) -> int:
+    return int(row.argmax())
 
 
 def forced_token(constraint: TokenConstraint, state: Hashable) -> int | None:
@@ -65,10 +75,16 @@ def forced_run(
     return out, state
 
 
-def greedy_at(constraint: TokenConstraint, state: Hashable) -> bool:
-    """Whether ``constraint`` asks for the best legal id after ``state`` (optional ``greedy``)."""
+def pick_at(constraint: TokenConstraint, state: Hashable) -> Pick | None:
+    """The rule that decides the id after ``state`` (optional ``pick``, else ``greedy``:
+    the best legal id), or None when the request's own sampling decides."""
+    pick = getattr(constraint, "pick", None)
+    if pick is not None:
+        rule = pick(state)
+        if rule is not None:
+            return rule
     greedy = getattr(constraint, "greedy", None)
-    return bool(greedy(state)) if greedy is not None else False
+    return argmax_pick if greedy is not None and greedy(state) else None
 
 
 def walk(constraint: TokenConstraint, tokens: Sequence[int], state: Hashable) -> Hashable:
@@ -79,10 +95,10 @@ def walk(constraint: TokenConstraint, tokens: Sequence[int], state: Hashable) ->
 
 
 class Rows(NamedTuple):
-    """What a constraint says about k+1 verify rows: legal ids and where to choose greedily."""
+    """What a constraint says about k+1 verify rows: legal ids, and which rows a rule decides."""
 
     allowed: torch.Tensor | None  # (k+1, V) bool, or None without a constraint
-    greedy: torch.Tensor | None  # (k+1,) bool, or None when no row is greedy
+    picks: tuple[Pick | None, ...] | None  # per row, or None when no row is decided by a rule
 
 
 def masks_along(constraint: TokenConstraint | None, state: Hashable, tokens: Sequence[int]) -> Rows:
@@ -93,35 +109,42 @@ def masks_along(constraint: TokenConstraint | None, state: Hashable, tokens: Seq
     for t in tokens:
         state = constraint.step(state, int(t))
         states.append(state)
-    greedy = [greedy_at(constraint, s) for s in states]
+    picks = tuple(pick_at(constraint, s) for s in states)
     return Rows(
         torch.stack([constraint.allowed(s) for s in states]),
-        torch.tensor(greedy, dtype=torch.bool) if any(greedy) else None,
+        picks if any(p is not None for p in picks) else None,
     )
 
 
-def apply_mask(logits: torch.Tensor, allowed: torch.Tensor | None, greedy: torch.Tensor | None = None) -> torch.Tensor:
-    """Illegal ids get -inf; rows flagged in ``greedy`` keep only their best legal id.
+def apply_mask(
+    logits: torch.Tensor, allowed: torch.Tensor | None, picks: Sequence[Pick | None] | None = None
+) -> torch.Tensor:
+    """Illegal ids get -inf; a row with a pick rule keeps only the id its rule chooses.
 
-    Why greedy rows: a voice's phone list and durations are a plan the audio must follow,
-    and a sampled slip there costs a mispronounced word, while the codec tokens want
-    sampling. A greedy row becomes a one-hot distribution for draft and target alike, so
-    speculative sampling stays lossless with respect to the target decoded this way.
+    Why decided rows: a voice's phone list and durations are a plan the audio must follow,
+    and a sampled slip there costs a mispronounced word (greedy rows), and a codec's
+    ordinal fields may be better decided by a median than drawn (``FieldMedian``). Such a
+    row becomes a one-hot distribution for draft and target alike, so speculative
+    sampling stays lossless with respect to the target decoded this way, and greedy
+    speculation stays exact.  ``logits`` is one row (V,) or rows (n, V).
     """
     if allowed is None:
         return logits
     x = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
-    if greedy is None:
+    if picks is None:
         return x
-    greedy = greedy.to(x.device)
-    best = x.argmax(-1, keepdim=True)
-    keep = torch.zeros_like(x, dtype=torch.bool).scatter(-1, best, True) | ~greedy[..., None]
-    return x.masked_fill(~keep, float("-inf"))
+    rows = x if x.dim() == 2 else x[None]
+    keep = torch.ones_like(rows, dtype=torch.bool)
+    for i, pick in enumerate(picks):
+        if pick is not None:
+            keep[i] = False
+            keep[i, pick(rows[i])] = True
+    return rows.masked_fill(~keep, float("-inf")).view_as(x)
 
 
 def constrain(logits: torch.Tensor, constraint: TokenConstraint | None, state: Hashable) -> torch.Tensor:
-    """One row of logits under ``constraint`` after ``state`` (legal ids; greedy if asked)."""
+    """One row of logits under ``constraint`` after ``state`` (legal ids; decided if asked)."""
     if constraint is None:
         return logits
-    greedy = torch.tensor(True) if greedy_at(constraint, state) else None
-    return apply_mask(logits, constraint.allowed(state), greedy)
+    pick = pick_at(constraint, state)
+    return apply_mask(logits, constraint.allowed(state), (pick,) if pick is not None else None)

@@ -450,7 +450,7 @@ class _Generation(Progress):
         def inputs(logits: torch.Tensor, n_cands: int, bonus: bool) -> VerifyInput:
             probs = chunk.probs[:n_cands] if chunk.probs is not None else None
             return VerifyInput(cands[:n_cands], probs, logits, seen_rows, base, self.epoch, bonus,
-                               allowed=legal.allowed, greedy=legal.greedy)
+                               allowed=legal.allowed, picks=legal.picks)
 
         verdict = None
         if self.pending_logits is not None:

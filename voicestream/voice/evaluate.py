@@ -47,15 +47,22 @@ class Condition:
     temperature: float = 0.0
     top_k: int = 0
     beta: float = 0.0
+    codec_pick: str = "model"  # see Voice(codec_pick=...)
 
 
 def default_conditions(*, temperature: float = 0.7, top_k: int = 20, betas: tuple[float, ...] = (0.1,),
-                       draft: bool = True) -> list[Condition]:
-    """Plain greedy and sampling, then greedy / sampling / ssd(beta) speculation."""
+                       draft: bool = True, median: bool = False) -> list[Condition]:
+    """Plain greedy and sampling, then greedy / sampling / ssd(beta) speculation; with
+    ``median``, plain and speculative field-wise-median decoding too (deterministic, so
+    one condition each)."""
     out = [Condition("plain-greedy", None), Condition("plain-sampling", None, temperature, top_k)]
+    if median:
+        out.append(Condition("plain-median", None, codec_pick="median"))
     if draft:
         out += [Condition("spec-greedy", "greedy"), Condition("spec-sampling", "sampling", temperature, top_k)]
         out += [Condition(f"spec-ssd(beta={b:g})", "ssd", temperature, top_k, b) for b in betas]
+        if median:
+            out.append(Condition("spec-median", "greedy", codec_pick="median"))
     return out
 
 
@@ -131,17 +138,18 @@ def evaluate(
     from tqdm import tqdm
 
     asr = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=asr_threads)
-    plain = Voice(target, None, greedy_plan=greedy_plan)
-    spec = Voice(target, draft, greedy_plan=greedy_plan) if draft is not None else None
+    voices: dict[tuple[bool, str], Voice] = {}
+    for cond in conditions:  # one voice per (draft?, codec pick); the decoders stay warm across sentences
+        key = (cond.rule is not None, cond.codec_pick)
+        if key[0] and draft is None:
+            raise ValueError(f"condition {cond.name} needs a draft")
+        if key not in voices:
+            voices[key] = v = Voice(target, draft if key[0] else None, greedy_plan=greedy_plan, codec_pick=key[1])
+            v.synthesize("Hello.", v.spec_config.with_(max_new_tokens=40))  # first-call costs are not its TTFA
     results: dict = {"conditions": [], "per_sentence": []}
-    for v in (plain, spec):  # first-call costs (allocations, lazy imports) are not the voice's TTFA
-        if v is not None:
-            v.synthesize("Hello.", v.spec_config.with_(max_new_tokens=40))
     bar = tqdm(total=len(conditions) * len(sentences), desc="eval", unit="utt", disable=not progress)
     for cond in conditions:
-        voice = plain if cond.rule is None else spec
-        if voice is None:
-            raise ValueError(f"condition {cond.name} needs a draft")
+        voice = voices[(cond.rule is not None, cond.codec_pick)]
         base = voice.spec_config
         sampling = SamplingConfig(temperature=cond.temperature, top_k=cond.top_k)
         rule = cond.rule or ("greedy" if cond.temperature == 0 else "sampling")
@@ -198,9 +206,8 @@ def evaluate(
     plain_tps = next((c["tokens_per_s"] for c in results["conditions"] if c["name"] == "plain-greedy"), None)
     for c in results["conditions"]:
         c["speedup_vs_plain_greedy"] = c["tokens_per_s"] / plain_tps if plain_tps else None
-    for v in (plain, spec):
-        if v is not None:
-            v.close()
+    for v in voices.values():
+        v.close()
     return results
 
 
@@ -241,6 +248,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-plan", action="store_true",
                     help="phones voices: sample the phone list and durations too (default: greedy)")
+    ap.add_argument("--median", action="store_true",
+                    help="add plain-median and spec-median: codec tokens by field-wise median (ordinal codecs)")
     ap.add_argument("--out-dir", type=Path, default=None, help="write 16 kHz wavs and report.json here")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -255,12 +264,14 @@ def main(args: argparse.Namespace) -> int:
     target = load_causal_lm(target_dir, dtype=compute_dtype("cpu"))
     draft = resolve_draft(target, draft_dir)  # a checkpoint, or "self:N": the target's first N layers
     betas = tuple(float(b) for b in str(args.betas).split(",") if b.strip())
-    conditions = default_conditions(temperature=args.temperature, top_k=args.top_k, betas=betas, draft=draft is not None)
+    conditions = default_conditions(temperature=args.temperature, top_k=args.top_k, betas=betas, draft=draft is not None,
+                                    median=args.median)
     if args.conditions:
         wanted = {c.strip() for c in args.conditions.split(",")}
         conditions = [c for c in conditions if c.name in wanted]
         if not conditions:
-            raise SystemExit(f"--conditions matched nothing; names: {[c.name for c in default_conditions()]}")
+            names = [c.name for c in default_conditions(median=True)]
+            raise SystemExit(f"--conditions matched nothing; names: {names}")
     sentences = load_sentences(args.sentences, args.corpus)[: args.n]
     speaker = SpeakerScorer.from_corpus(args.corpus, default_codec()) if args.corpus else None
     with torch.inference_mode():

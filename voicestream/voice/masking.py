@@ -28,6 +28,7 @@ from typing import NamedTuple, Protocol
 
 import torch
 
+from ..spec.field_median import FieldMedian
 from .vocab import GrammarState, VoiceVocab, mask_logits
 
 __all__ = ["DecodeGrammar", "GrammarMaskedLM", "SlotOnly", "TextFollowing", "verify_masks"]
@@ -110,12 +111,23 @@ class TextFollowing:
     ``greedy_plan`` (phones layout): the phone list and its durations are chosen greedily
     even when the codec tokens are sampled (the constraint's ``greedy`` hook). A sampled
     slip in the plan mispronounces a word; sampling is for the sound, not the spelling.
+
+    ``slot_fields`` (per frame slot, the bit widths of its codebook's ordinal fields, e.g.
+    from ``CodecSpec.ordinal_fields``): codec tokens are decided by a field-wise median of
+    the model's distribution (:class:`~voicestream.spec.field_median.FieldMedian`) wherever
+    only one codebook is legal, instead of by the request's argmax or sampling.
     """
 
     def __init__(
-        self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40, greedy_plan: bool = True
+        self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40, greedy_plan: bool = True,
+        slot_fields: Sequence[tuple[int, ...]] | None = None,
     ) -> None:
         self.vocab = vocab
+        if slot_fields is not None and len(slot_fields) != vocab.tokens_per_frame:
+            raise ValueError("slot_fields needs one entry per frame slot")
+        self._medians = tuple(FieldMedian(tuple(b), lo) for b, (lo, _hi) in zip(slot_fields, vocab.slot_ranges)) \
+            if slot_fields is not None else None
+        self._slot_of: dict[tuple, int | None] = {}
         self.greedy_plan = greedy_plan and vocab.layout == "phones"
         self.g = vocab.grammar
         self.max_unit_frames = max_unit_frames
@@ -182,6 +194,19 @@ class TextFollowing:
         """Phones layout with ``greedy_plan``: the phone list and durations (and the first
         phone, chosen at the end of a unit's letters) take the model's best legal id."""
         return self.greedy_plan and state.g in _PLAN_STATES
+
+    def pick(self, state: _TFState) -> FieldMedian | None:
+        """With ``slot_fields``: the field-wise median rule where exactly one codebook's ids are legal."""
+        if self._medians is None:
+            return None
+        key = self._key(state)
+        if key not in self._slot_of:
+            row = self.allowed(state)
+            n = int(row.sum())
+            self._slot_of[key] = next((k for k, (lo, hi) in enumerate(self.vocab.slot_ranges)
+                                       if n == hi - lo and bool(row[lo:hi].all())), None)
+        k = self._slot_of[key]
+        return self._medians[k] if k is not None else None
 
     def forced(self, state: _TFState) -> int | None:
         """The only legal id (mid-word characters, the first ``<word>``, the phones layout's

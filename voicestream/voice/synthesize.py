@@ -149,6 +149,21 @@ def stream_pcm(
 _NON_AUDIO_ROOM = 1.3
 
 
+CODEC_PICKS = ("model", "median")
+
+
+def _slot_fields(spec, codec_pick: str) -> tuple[tuple[int, ...], ...] | None:
+    """``codec_pick``: ``model`` - codec tokens follow the request (argmax or sampling);
+    ``median`` - each is the field-wise median of the model's distribution (ordinal codecs)."""
+    if codec_pick not in CODEC_PICKS:
+        raise ValueError(f"codec_pick must be one of {CODEC_PICKS}, got {codec_pick!r}")
+    if codec_pick == "model":
+        return None
+    if not spec.ordinal_fields:
+        raise ValueError(f"codec_pick='median' needs a codec with ordinal fields; {spec.name} has none")
+    return tuple(spec.ordinal_fields[c] for c in spec.slot_codebooks)
+
+
 class Voice:
     """A loaded voice: target (+ draft) LMs, vocabulary, codec.
 
@@ -168,6 +183,7 @@ class Voice:
         follow_text: bool = True,
         max_unit_frames: int = 150,
         greedy_plan: bool = True,
+        codec_pick: str = "model",
         batch=None,
     ) -> None:
         if vocab is None:
@@ -181,10 +197,14 @@ class Voice:
             raise ValueError("codec and voice vocabulary disagree on the codec token layout")
         self.vocab = vocab
         self.codec = codec
+        self.codec_pick = codec_pick
         self.grammar = (
-            TextFollowing(vocab, max_unit_frames=max_unit_frames, greedy_plan=greedy_plan)
+            TextFollowing(vocab, max_unit_frames=max_unit_frames, greedy_plan=greedy_plan,
+                          slot_fields=_slot_fields(codec.spec, codec_pick))
             if follow_text else SlotOnly(vocab)
         )
+        if codec_pick != "model" and not follow_text:
+            raise ValueError("codec_pick needs follow_text=True (the TextFollowing grammar)")
         # the grammar goes to the decoder as a token constraint: it masks draft and target
         # alike, and the models stay plain (so the draft can take the lean forward path)
         self.target = target.eval()
