@@ -55,6 +55,16 @@ def test_prompt_normalises_text():
     assert v.text_from_ids(v.prompt_for("Dr. Smith paid $5!")) == "doctor smith paid five dollars!"
 
 
+def test_prompt_ends_an_unterminated_sentence():
+    v = VoiceVocab()
+    assert v.text_from_ids(v.prompt_for("Hello there")) == "hello there."  # the voice learned whole sentences
+    assert v.text_from_ids(v.prompt_for("Call me at 5  ")) == "call me at five."
+    for done in ("Hello there?", "well,", "Stop!"):
+        assert v.text_from_ids(v.prompt_for(done)) == done.lower()
+    assert v.prompt_for("hello", normalize=False) == [v.bos_id, *v.text_ids("hello", normalize=False),
+                                                      v.text_end_id, v.audio_start_id]  # training sequences: as given
+
+
 @pytest.mark.parametrize("layout", ["plain", "words"])
 def test_slot_masks_admit_exactly_the_valid_sequence(layout):
     v = VoiceVocab(layout=layout)

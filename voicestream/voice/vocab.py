@@ -77,6 +77,7 @@ __all__ = [
 LAYOUTS = ("plain", "words", "phones")
 UNIT_LAYOUTS = ("words", "phones")  # layouts that re-emit unit text before its audio
 _N_CHAR_IDS = len(SPECIAL_TOKENS) + len(ALPHABET)  # 37: the CharTokenizer id space
+_CLOSING_MARKS = frozenset(".?!,;:")  # text already ending in one of these is left as it is
 
 
 def codec2_spec() -> CodecSpec:
@@ -274,8 +275,16 @@ class VoiceVocab:
         return self.tokenizer.decode(int(i) - self.text_offset for i in ids if self.is_char(int(i)))
 
     def prompt_for(self, text: str, *, normalize: bool = True) -> list[int]:
-        """``<bos> text <text_end> <audio_start>``: what generation starts from."""
-        return [self.bos_id, *self.text_ids(text, normalize=normalize), self.text_end_id, self.audio_start_id]
+        """``<bos> text <text_end> <audio_start>``: what generation starts from.
+
+        With ``normalize``, text that does not end in punctuation gets a final ``.``: the
+        voice learned from whole sentences, and an unterminated one ("Hello there", an
+        LLM's last fragment) came out clipped and rushed.
+        """
+        ids = self.text_ids(text, normalize=normalize)
+        if normalize and ids and self.text_from_ids(ids[-1:]) not in _CLOSING_MARKS:
+            ids += self.text_ids(".", normalize=False)
+        return [self.bos_id, *ids, self.text_end_id, self.audio_start_id]
 
     # ----- full sequences ----------------------------------------------------
     def sequence(
