@@ -96,7 +96,7 @@ class Client:
                 pass
         return self.rx.of(kind)[count - 1]
 
-    async def closed(self, timeout: float = 15.0) -> Received:
+    async def closed(self, timeout: float = 60.0) -> Received:  # a hang guard, not a speed test
         await asyncio.wait_for(asyncio.shield(self._reader), timeout)
         return self.rx
 

@@ -59,10 +59,10 @@ def test_voice_distillation_compares_only_legal_ids_at_generated_positions():
     from voicestream.voice.vocab import VoiceVocab
 
     vocab = VoiceVocab()
-    prompt = vocab.prompt_for("hi")
+    prompt = vocab.prompt_for("hi.")
     lo, hi = vocab.slot_ranges[0]
     lo1, hi1 = vocab.slot_ranges[1]
-    gen = [vocab.word_id, *vocab.text_ids("hi", normalize=False), lo + 3, lo1 + 2]
+    gen = [vocab.word_id, *vocab.text_ids("hi.", normalize=False), lo + 3, lo1 + 2]
     seqs = [prompt + gen, prompt + gen[:2]]
     width = len(seqs[0])
     w = kl_weights(seqs, [len(prompt)] * 2, width)

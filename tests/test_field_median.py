@@ -52,10 +52,10 @@ def test_text_following_picks_the_median_only_where_one_codebook_is_legal():
     vocab = VoiceVocab()  # words layout
     tf = TextFollowing(vocab, slot_fields=spec.ordinal_fields)
     state = tf.initial()
-    for t in vocab.prompt_for("hi"):
+    for t in vocab.prompt_for("hi."):
         state = tf.step(state, t)
     assert tf.pick(state) is None  # <word> next: not a codec row
-    for t in (vocab.word_id, *vocab.text_ids("hi", normalize=False)):
+    for t in (vocab.word_id, *vocab.text_ids("hi.", normalize=False)):
         state = tf.step(state, t)
     assert tf.pick(state).offset == 0  # the unit's letters are done: only a first frame is legal
     for k in range(vocab.tokens_per_frame):

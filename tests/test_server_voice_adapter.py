@@ -83,7 +83,7 @@ def test_serve_codec_pick_reaches_the_loaded_voice(tmp_path):
         (synth,) = load_voices(args)
         voice = synth.voice
         state = voice.grammar.initial()
-        for t in voice.vocab.prompt_for("hi") + [voice.vocab.word_id, *voice.vocab.text_ids("hi", normalize=False)]:
+        for t in voice.vocab.prompt_for("hi.") + [voice.vocab.word_id, *voice.vocab.text_ids("hi.", normalize=False)]:
             state = voice.grammar.step(state, t)
         picked[pick] = voice.codec_pick, voice.grammar.pick(state)  # the unit's first frame is next
         synth.close()
