@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from ..codec.base import CodecSpec
+from ..text.normalize import PUNCTUATION
 from ..text.tokenizer import ALPHABET, SPECIAL_TOKENS, CharTokenizer
 from .phones import phone_durations
 
@@ -77,7 +78,6 @@ __all__ = [
 LAYOUTS = ("plain", "words", "phones")
 UNIT_LAYOUTS = ("words", "phones")  # layouts that re-emit unit text before its audio
 _N_CHAR_IDS = len(SPECIAL_TOKENS) + len(ALPHABET)  # 37: the CharTokenizer id space
-_CLOSING_MARKS = frozenset(".?!,;:")  # text already ending in one of these is left as it is
 
 
 def codec2_spec() -> CodecSpec:
@@ -282,7 +282,7 @@ class VoiceVocab:
         LLM's last fragment) came out clipped and rushed.
         """
         ids = self.text_ids(text, normalize=normalize)
-        if normalize and ids and self.text_from_ids(ids[-1:]) not in _CLOSING_MARKS:
+        if normalize and ids and self.text_from_ids(ids[-1:]) not in PUNCTUATION:  # the marks normalisation keeps
             ids += self.text_ids(".", normalize=False)
         return [self.bos_id, *ids, self.text_end_id, self.audio_start_id]
 
