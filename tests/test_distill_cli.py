@@ -7,13 +7,14 @@ from voicestream.cli import main as cli_main
 from voicestream.models import random_llama
 
 
-def test_distill_raises_acceptance_and_resumes(tmp_path):
+@pytest.mark.parametrize("kind", ["lm", "feature"])
+def test_distill_raises_acceptance_and_resumes(tmp_path, kind):
     target = random_llama(vocab_size=64, hidden_size=64, num_layers=3, num_heads=4, seed=7)
     target.save_pretrained(tmp_path / "target")
     out = tmp_path / "run"
     base = ["distill", "--target", str(tmp_path / "target"), "--out", str(out), "--n-prompts", "20",
             "--gen-tokens", "24", "--layers", "1", "--hidden", "32", "--batch", "8", "--lr", "3e-3",
-            "--save-every", "20", "--eval-tokens", "24"]
+            "--save-every", "20", "--eval-tokens", "24", "--kind", kind]
     assert cli_main(base + ["--steps", "40"]) == 0
     first = json.loads((out / "acceptance.json").read_text())
     assert first["step"] == 40
@@ -24,6 +25,14 @@ def test_distill_raises_acceptance_and_resumes(tmp_path):
     assert cli_main(base + ["--steps", "50", "--resume"]) == 0
     second = json.loads((out / "acceptance.json").read_text())
     assert second["step"] == 50  # continued from 40, not from 0
+    if kind == "feature":
+        from voicestream.models import load_causal_lm, resolve_draft
+        from voicestream.spec.feature_draft import FeatureDraft
+
+        draft = resolve_draft(load_causal_lm(tmp_path / "target"), str(out / "draft"))
+        assert isinstance(draft, FeatureDraft)
+        after = second["acceptance_after"]["mean_accepted_per_target_forward"]
+        assert after > first["acceptance_before"]["mean_accepted_per_target_forward"]
 
 
 def test_distill_a_voice_target_uses_text_prompts_and_its_grammar(tmp_path):

@@ -6,6 +6,7 @@ import torch
 
 from voicestream.cli import main as cli_main
 from voicestream.models import random_llama, truncated_copy
+from voicestream.spec.quant import resolve_weights
 from voicestream.voice.vocab import VoiceVocab
 
 
@@ -22,12 +23,14 @@ def voice_dirs(tmp_path_factory):
     return d / "target", d / "draft"
 
 
-@pytest.mark.parametrize("no_draft,self_draft", [(False, False), (True, False), (False, True)],
-                         ids=["draft", "no-draft", "self:1"])
-def test_say_writes_audio_and_reports(voice_dirs, tmp_path, capsys, no_draft, self_draft):
+@pytest.mark.parametrize("no_draft,self_draft,weights", [(False, False, "fp32"), (True, False, "fp32"),
+                                                         (False, True, "fp32"), (False, False, "auto")],
+                         ids=["draft", "no-draft", "self:1", "auto-weights"])
+def test_say_writes_audio_and_reports(voice_dirs, tmp_path, capsys, no_draft, self_draft, weights):
     target, draft = voice_dirs
     out = tmp_path / "hello.wav"
-    args = ["say", "Hi there.", "-o", str(out), "--target", str(target), "--draft", "self:1" if self_draft else str(draft)]
+    args = ["say", "Hi there.", "-o", str(out), "--target", str(target), "--draft", "self:1" if self_draft else str(draft),
+            "--weights", weights]
     if no_draft:
         args.append("--no-draft")
     assert cli_main(args) == 0
@@ -35,6 +38,7 @@ def test_say_writes_audio_and_reports(voice_dirs, tmp_path, capsys, no_draft, se
     assert "time to first audio" in report and "RTF" in report and "accepted tokens per target forward" in report
     assert ("no draft" in report) == no_draft
     assert ("draft self:1" in report) == self_draft
+    assert f"{resolve_weights(weights)} weights" in report
     if not no_draft:  # the draft really drafted: more than one token per target forward
         assert float(report.rsplit("accepted tokens per target forward", 1)[1].split()[0]) > 1.0
     with wave.open(str(out)) as w:

@@ -99,14 +99,23 @@ def test_a_signal_stops_training_after_its_step_and_saves_a_checkpoint(tiny_corp
     assert summary["resumed_at_step"] == 3 and not resumed.run()["stopped_by_signal"]
 
 
-def test_distillation_reduces_kl_and_reports_acceptance(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("kind", ["lm", "feature"])
+def test_distillation_reduces_kl_and_reports_acceptance(tiny_corpus, tmp_path, kind):
     target_run, _ = make_trainer(tiny_corpus, tmp_path / "t", preset_name="tiny", loop_overrides={**QUIET, "max_steps": 8})
     target_run.run()
     trainer, target, vocab, _summary = make_distiller(
         tmp_path / "t" / "model", tiny_corpus, tmp_path / "d", preset_name="tiny",
-        loop_overrides={**QUIET, "max_steps": 10}, seed=5,
+        loop_overrides={**QUIET, "max_steps": 10}, seed=5, kind=kind,
     )
     trainer.run()
+    if kind == "feature":  # the checkpoint reloads as a feature draft, and resumes as one
+        from voicestream.models import resolve_draft
+        from voicestream.spec.feature_draft import FeatureDraft
+
+        assert isinstance(resolve_draft(target, str(tmp_path / "d" / "model")), FeatureDraft)
+        again, _, _, summary = make_distiller(tmp_path / "t" / "model", tiny_corpus, tmp_path / "d", resume=True,
+                                              loop_overrides={**QUIET, "max_steps": 10})
+        assert isinstance(again.model, FeatureDraft) and summary["kind"] == "feature" and again.step == 10
     import csv
 
     with open(tmp_path / "d" / "log.csv") as f:

@@ -170,6 +170,27 @@ def grammar_states(voice, seqs: list[list[int]], width: int) -> torch.Tensor:
     return states
 
 
+def feature_kl_loss(target, draft, batch: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
+                    *, feature_noise: float = 0.1) -> torch.Tensor:
+    """:func:`kl_loss` for a feature draft on a plain LM: KL on the next-token distribution
+    plus the smooth-L1 distance of its predicted hidden states to the target's (the voice
+    version is :func:`voicestream.voice.distill.feature_distill_loss`)."""
+    from .spec.feature_draft import shift_features
+
+    head = target.get_output_embeddings()
+    with torch.no_grad():
+        t_hidden = target.get_decoder()(input_ids=batch, attention_mask=mask).last_hidden_state
+        t_logp = F.log_softmax(head(t_hidden).float(), -1)
+        feats = shift_features(t_hidden)
+        feats = feats + (torch.rand_like(feats) * 2 - 1) * feature_noise * feats.pow(2).mean().sqrt()
+        embeds = target.get_input_embeddings()(batch)
+    d_hidden = draft(feats, embeds)
+    d_logp = F.log_softmax(head(d_hidden).float(), -1)
+    kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)
+    reg = F.smooth_l1_loss(d_hidden, t_hidden, reduction="none").mean(-1)
+    return ((kl + reg) * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]],
             weights: torch.Tensor) -> torch.Tensor:
     """Mean KL(target || draft) over the ``weights`` positions.
@@ -181,15 +202,20 @@ def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs:
     codebook's head rows only (six of every seven audio positions skip ~85 % of the head's
     matmul and never build full-vocabulary logits).
     """
+    from .spec.feature_draft import is_feature_draft
+
     if voice is not None:
-        from .voice.distill import distill_loss
+        from .voice.distill import distill_loss, feature_distill_loss
 
         states = grammar_states(voice, seqs, batch.shape[1])
         shifted = torch.zeros_like(weights)
         shifted[:, 1:] = weights[:, :-1]  # the voice loss weighs the token predicted, not the position
-        loss, _ = distill_loss(target, voice)(draft, {"input_ids": batch, "attention_mask": mask,
-                                                      "states": states, "weights": shifted})
+        make = feature_distill_loss if is_feature_draft(draft) else distill_loss
+        loss, _ = make(target, voice)(draft, {"input_ids": batch, "attention_mask": mask,
+                                              "states": states, "weights": shifted})
         return loss
+    if is_feature_draft(draft):
+        return feature_kl_loss(target, draft, batch, mask, weights)
     with torch.no_grad():
         t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
     d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)
@@ -216,9 +242,14 @@ def distill(args: argparse.Namespace) -> dict:
     seqs = data["train"]
     n_held = max(1, len(seqs) // 10)
     held = [s[:n] for s, n in zip(seqs[:n_held], data.get("prompt_lens", [8] * n_held))]
+    from .spec.feature_draft import FeatureDraft, FeatureDraftConfig, load_feature_draft
+
     if args.resume and state_path.exists():
-        draft = load_causal_lm(draft_dir)
+        draft = load_feature_draft(draft_dir, target) if args.kind == "feature" else load_causal_lm(draft_dir)
         state = torch.load(state_path)
+    elif args.kind == "feature":
+        draft = FeatureDraft(FeatureDraftConfig.for_target(target))
+        state = None
     else:
         from transformers import AutoModelForCausalLM
 
@@ -270,7 +301,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", help="file of prompts, one per line (text, or token ids; text for a voice)")
     p.add_argument("--n-prompts", type=int, default=200, help="default prompt set size")
     p.add_argument("--gen-tokens", type=int, default=128, help="target tokens generated per prompt")
-    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--kind", choices=["lm", "feature"], default="lm",
+                   help="lm: a small LM of the target's architecture; feature: one layer that extrapolates "
+                        "the target's hidden states (EAGLE-style; needs a Llama/Qwen2/Mistral target)")
+    p.add_argument("--layers", type=int, default=2, help="--kind lm: draft layers")
     p.add_argument("--hidden", type=int, default=None, help="draft hidden size (default: the target's)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)

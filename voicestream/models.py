@@ -161,7 +161,8 @@ def resolve_draft(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.nn.Module | None:
-    """A draft model from ``None``/``"none"``, ``"self:N"``, a checkpoint path, or a model.
+    """A draft model from ``None``/``"none"``, ``"self:N"``, a checkpoint path (a draft LM or a
+    feature draft), or a model.
 
     Checkpoint drafts load on ``device`` and in ``dtype`` (defaults: the target's).
     """
@@ -177,4 +178,8 @@ def resolve_draft(
             raise ValueError(f"self:{layers} keeps every layer of a {total}-layer target; use fewer layers")
         return truncated_copy(target, layers)
     param = next(target.parameters())
+    from .spec.feature_draft import is_feature_draft_dir, load_feature_draft
+
+    if is_feature_draft_dir(spec):  # EAGLE-style: extrapolates the target's hidden states
+        return load_feature_draft(spec, target, device=device or param.device, dtype=dtype or param.dtype)
     return load_causal_lm(Path(spec), device=device or param.device, dtype=dtype or param.dtype)

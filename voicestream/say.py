@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
     text = args.text if args.text not in (None, "-") else sys.stdin.read()
     target, draft = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
     voice = Voice.load(target, draft, threads=args.threads, greedy_plan=not args.sample_plan,
-                       codec_pick=args.codec_pick)
+                       codec_pick=args.codec_pick, weights=args.weights)
     cfg = spec_config(args, voice.spec_config)
     cfg = cfg.with_(max_new_tokens=min(cfg.max_new_tokens, voice.max_new_tokens_for(text)))
     stats = SynthesisStats()
@@ -80,9 +80,16 @@ def main(args: argparse.Namespace) -> int:
         f"wrote {args.output}: {stats.audio_s:.2f} s of audio at {voice.sample_rate} Hz | "
         f"time to first audio {ttfa} | RTF {stats.rtf:.3f} | "
         f"accepted tokens per target forward {stats.accepted_per_target_forward:.2f} "
-        f"({'no draft' if draft is None else 'draft ' + str(draft)})"
+        f"({'no draft' if draft is None else 'draft ' + str(draft)}; {voice.weights} weights)"
     )
     return 0
+
+
+def add_weights_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", choices=["fp32", "int8", "auto"], default="fp32",
+                   help="weight format of the LM forward on CPU: int8 decodes ~1.6x faster on AVX2 "
+                        "(auto: int8 where supported); speculative greedy output then may differ from "
+                        "plain greedy at near-ties")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -103,3 +110,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="median: each codec token is the field-wise median of the model's distribution "
                         "(deterministic; ordinal codecs such as the built-in Codec2) instead of --rule's choice")
     p.add_argument("--threads", type=int, default=None)
+    add_weights_argument(p)

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "parallel threads; all cores with --batch, since one thread runs the batch)")
     p.add_argument("--codec-pick", choices=["model", "median"], default="model",
                    help="trained voices: codec tokens by the request's rule (model) or the field-wise median (median)")
+    from voicestream.say import add_weights_argument
+
+    add_weights_argument(p)  # trained voices' LM forward: fp32 | int8 | auto
     p.add_argument("--log-level", default="WARNING")
     from voicestream.adapters.families.cli import add_family_arguments
 
@@ -94,7 +97,7 @@ def load_voices(args: argparse.Namespace) -> list:
             raise SystemExit(f"--voice expects NAME=TARGET_DIR[:DRAFT_DIR], got {spec!r}")
         target, _, draft = dirs.partition(":")
         voices.append(load_voice_synthesizer(target, draft or None, name=name, threads=torch_threads(args), batch=batch,
-                                             codec_pick=args.codec_pick))
+                                             codec_pick=args.codec_pick, weights=args.weights))
     if getattr(args, "adapter", None):
         from voicestream.adapters.families.cli import family_synthesizer_from_args
 
@@ -113,7 +116,7 @@ def load_voices(args: argparse.Namespace) -> list:
             )
         target, draft = say.resolve_voice_dirs(None)  # the built-in voice, served as "default"
         voices.append(load_voice_synthesizer(target, draft, name="default", threads=torch_threads(args), batch=batch,
-                                             codec_pick=args.codec_pick))
+                                             codec_pick=args.codec_pick, weights=args.weights))
     return voices
 
 

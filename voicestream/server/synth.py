@@ -132,6 +132,7 @@ def load_voice_synthesizer(
     threads: int | None = None,
     batch=None,
     codec_pick: str = "model",
+    weights: str = "fp32",
 ) -> VoiceSynthesizer:
     """Load a trained voice from checkpoint directories (imports ``voicestream.voice`` lazily).
 
@@ -146,7 +147,8 @@ def load_voice_synthesizer(
             "loaded; use --test-voice for the built-in test synthesizer"
         ) from exc
     t0 = time.perf_counter()
-    voice = Voice.load(target_dir, draft_dir, threads=threads, batch=batch, codec_pick=codec_pick)
+    voice = Voice.load(target_dir, draft_dir, threads=threads, batch=batch, codec_pick=codec_pick,
+                       weights=weights)
     synth = VoiceSynthesizer(voice, name=name)
     synth.load_seconds = time.perf_counter() - t0
     return synth

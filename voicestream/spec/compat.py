@@ -51,3 +51,7 @@ def check_compatible(target: torch.nn.Module, draft: torch.nn.Module) -> None:
                 f"draft {name}={sorted(ds[name])} != target {name}={sorted(ts[name])}: "
                 "draft and target must agree on special token ids"
             )
+    from .feature_draft import check_feature_draft, is_feature_draft
+
+    if is_feature_draft(draft):
+        check_feature_draft(target, draft)

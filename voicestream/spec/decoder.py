@@ -25,11 +25,13 @@ import torch
 
 from ..config import SpecConfig
 from .acceptance import VerifyInput, verify
-from .compat import check_compatible, output_vocab_size, special_ids
+from .compat import IncompatibleModelsError, check_compatible, output_vocab_size, special_ids
 from .constraint import TokenConstraint, constrain, forced_run, masks_along, walk
 from .draft_length import DraftLength
 from .lanes import Lane
-from .lean_runner import make_runner
+from .feature_draft import is_feature_draft
+from .feature_runner import FeatureDraftRunner
+from .lean_runner import lean_supported, make_runner
 from .logits import SeenTokens, one_hot, process_logits, to_probs
 from .randomness import DRAFT, RESAMPLE, Randomness
 from .stats import GenerationStats
@@ -128,6 +130,13 @@ class SpeculativeDecoder:
     ) -> None:
         if draft is not None and check:
             check_compatible(target, draft)
+        # a feature draft extrapolates the target's hidden states: the target must take the
+        # lean forward (which keeps them), and drafting stays sequential (it reads them)
+        self.feature_draft = is_feature_draft(draft)
+        if self.feature_draft and not lean_supported(target):
+            raise IncompatibleModelsError(
+                f"a feature draft needs a Llama/Qwen2/Mistral target (the lean forward); got {type(target).__name__}"
+            )
         self.target = target.eval()
         self.draft = draft.eval() if draft is not None else None
         self.vocab_size = output_vocab_size(target)
@@ -250,8 +259,11 @@ class _Generation(Progress):
         self.stop = frozenset(cfg.stop_ids) if cfg.stop_ids else frozenset(dec.stop_ids)
         self.rng = Randomness(cfg.seed)
         self.length = DraftLength(cfg)
-        self.target = make_runner(dec.target, dec.lean_target)
-        self.draft = make_runner(dec.draft, dec.lean_draft) if dec.draft is not None else None
+        self.target = make_runner(dec.target, dec.lean_target or dec.feature_draft)
+        if dec.feature_draft:
+            self.draft = FeatureDraftRunner(dec.draft, self.target)
+        else:
+            self.draft = make_runner(dec.draft, dec.lean_draft) if dec.draft is not None else None
         self.seen = SeenTokens(dec.vocab_size, cfg.sampling.repetition_penalty, dec.device)
         self.seen.add(prompt)
         self.epoch = 0
@@ -296,7 +308,7 @@ class _Generation(Progress):
                 return chunk
         if self.draft is None:
             chunk = self._plain_step()
-        elif self.cfg.pipelined:
+        elif self.cfg.pipelined and not self.dec.feature_draft:
             chunk = self._pipelined_step()
         else:
             chunk = self._sequential_step()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from .quant import Linear, make_linear, resolve_weights
 from .runner import ModelRunner
 
 _SUPPORTED = {"llama", "qwen2", "mistral"}
@@ -58,15 +59,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+WEIGHTS_ATTR = "voicestream_lean_weights"
+
+
+def set_lean_weights(model: torch.nn.Module, weights: str | None) -> str:
+    """Choose the weight format the lean forward uses for ``model`` (``fp32``, ``int8`` or
+    ``auto``: int8 where the CPU supports it). Stored on the model, so every runner built
+    for it -- single-sequence and batched alike -- agrees; returns the format chosen."""
+    fmt = resolve_weights(weights, next(model.parameters()).device)
+    setattr(model, WEIGHTS_ATTR, fmt)
+    return fmt
+
+
 class _Layer:
-    def __init__(self, layer: torch.nn.Module) -> None:
+    def __init__(self, layer: torch.nn.Module, weights: str) -> None:
         att, mlp = layer.self_attn, layer.mlp
-        self.qkv_w = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight], 0)
+        qkv_w = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight], 0)
         biases = [att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]
-        self.qkv_b = torch.cat(biases, 0) if all(b is not None for b in biases) else None
-        self.o_w, self.o_b = att.o_proj.weight, att.o_proj.bias
-        self.gu_w = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], 0)
-        self.down_w = mlp.down_proj.weight
+        qkv_b = torch.cat(biases, 0) if all(b is not None for b in biases) else None
+        self.qkv: Linear = make_linear(weights, qkv_w, qkv_b)
+        self.o: Linear = make_linear(weights, att.o_proj.weight, att.o_proj.bias)
+        self.gate_up: Linear = make_linear(weights, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], 0))
+        self.down: Linear = make_linear(weights, mlp.down_proj.weight, outlier_inputs=True)
         self.in_norm = layer.input_layernorm.weight
         self.post_norm = layer.post_attention_layernorm.weight
 
@@ -86,7 +100,8 @@ class LeanModel:
 
     Built once per model and shared by every runner that uses it (single-sequence draft
     runners and the batched slot model alike); rebuilt when the parameters change in
-    place (a draft being trained).
+    place (a draft being trained) or the weight format changes (:func:`set_lean_weights`).
+    With int8 weights the residual stream and the KV cache are float32.
     """
 
     _cache: "weakref.WeakKeyDictionary[torch.nn.Module, LeanModel]" = weakref.WeakKeyDictionary()
@@ -98,21 +113,22 @@ class LeanModel:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
         self.eps = cfg.rms_norm_eps
         self.scale = self.head_dim**-0.5
-        self.dtype = next(model.parameters()).dtype
+        self.weights = getattr(model, WEIGHTS_ATTR, "fp32")
         self.device = next(model.parameters()).device
+        self.dtype = torch.float32 if self.weights == "int8" else next(model.parameters()).dtype
         with torch.no_grad():
-            self.layers = [_Layer(layer) for layer in inner.layers]
+            self.layers = [_Layer(layer, self.weights) for layer in inner.layers]
+            self.head: Linear = make_linear(self.weights, model.get_output_embeddings().weight)
         self.embed = inner.embed_tokens.weight
-        self.norm = inner.norm.weight
-        self.head = model.get_output_embeddings().weight
+        self.norm = inner.norm.weight.to(self.dtype)
         self.rotary = inner.rotary_emb
         self._cos = self._sin = None
         self._rope_lock = threading.Lock()
         self.versions = self._versions(model)
 
     @staticmethod
-    def _versions(model: torch.nn.Module) -> tuple[int, ...]:
-        return tuple(p._version for p in model.parameters())
+    def _versions(model: torch.nn.Module) -> tuple:
+        return (getattr(model, WEIGHTS_ATTR, "fp32"), *(p._version for p in model.parameters()))
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> "LeanModel":
@@ -149,14 +165,27 @@ class LeanModel:
         row, every stored key visible); ``pick`` (B,) selects one query per row, giving
         (B, V) logits instead of (B, q, V).
         """
+        x = self.hidden(ids, positions, mask, kv, normed=False)
+        if pick is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), pick]
+        return self.logits(rms_norm(x, self.norm, self.eps))
+
+    def logits(self, normed: torch.Tensor) -> torch.Tensor:
+        """LM head over final (normed) hidden states, float32."""
+        return self.head(normed).float()
+
+    def hidden(
+        self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, kv: KVStore, *, normed: bool = True
+    ) -> torch.Tensor:
+        """The layer stack's output (B, q, hidden), after the final norm when ``normed``."""
         b, q = ids.shape
-        x = F.embedding(ids, self.embed)  # (B, q, hidden)
+        x = F.embedding(ids, self.embed).to(self.dtype)  # (B, q, hidden)
         cos, sin = self.rope(positions)
         nq, nkv, hd = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.head_dim
         gqa = self.kv_heads != self.heads
         for i, layer in enumerate(self.layers):
             h = rms_norm(x, layer.in_norm, self.eps)
-            qkv = F.linear(h, layer.qkv_w, layer.qkv_b)
+            qkv = layer.qkv(h)
             qq = qkv[..., :nq].view(b, q, self.heads, hd).transpose(1, 2)
             kk = qkv[..., nq : nq + nkv].view(b, q, self.kv_heads, hd).transpose(1, 2)
             vv = qkv[..., nq + nkv :].view(b, q, self.kv_heads, hd).transpose(1, 2)
@@ -164,14 +193,11 @@ class LeanModel:
             kv.write(i, kk, vv)
             keys, values = kv.read(i)
             att = F.scaled_dot_product_attention(qq, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
-            x = x + F.linear(att.transpose(1, 2).reshape(b, q, nq), layer.o_w, layer.o_b)
+            x = x + layer.o(att.transpose(1, 2).reshape(b, q, nq))
             h = rms_norm(x, layer.post_norm, self.eps)
-            gate, up = F.linear(h, layer.gu_w).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down_w)
-        if pick is not None:
-            x = x[torch.arange(b, device=x.device), pick]
-        x = rms_norm(x, self.norm, self.eps)
-        return F.linear(x, self.head).float()
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
+        return rms_norm(x, self.norm, self.eps) if normed else x
 
 
 class _SequenceKV:
@@ -194,6 +220,7 @@ class LeanLlamaRunner(ModelRunner):
         self.lean = LeanModel.of(model)
         self._capacity = 0
         self._k = self._v = None
+        self._features: torch.Tensor | None = None  # final normed hidden state per cached position
 
     # --- storage ------------------------------------------------------------------------
     def _ensure_cache(self, n: int) -> None:
@@ -204,19 +231,28 @@ class LeanLlamaRunner(ModelRunner):
         shape = (len(lm.layers), 1, lm.kv_heads, cap, lm.head_dim)
         k = torch.zeros(shape, dtype=lm.dtype, device=self.device)
         v = torch.zeros(shape, dtype=lm.dtype, device=self.device)
+        feats = torch.zeros(cap, lm.embed.shape[1], dtype=lm.dtype, device=self.device)
         if self._k is not None:
             used = len(self.tokens)
             k[:, :, :, :used] = self._k[:, :, :, :used]
             v[:, :, :, :used] = self._v[:, :, :, :used]
-        self._k, self._v, self._capacity = k, v, cap
+            feats[:used] = self._features[:used]
+        self._k, self._v, self._features, self._capacity = k, v, feats, cap
 
     def _crop(self, length: int, drop: int) -> None:
         pass  # positions past len(self.tokens) are simply overwritten later
 
     def release(self) -> None:
         super().release()
-        self._k = self._v = None
+        self._k = self._v = self._features = None
         self._capacity = 0
+
+    def features(self, end: int) -> torch.Tensor:
+        """The target's final hidden states at positions [0, end) of the cached sequence
+        (what a feature-level draft extrapolates from); ``end <= len(self.tokens)``."""
+        if end > len(self.tokens):
+            raise ValueError(f"features up to {end} requested; the cache holds {len(self.tokens)} positions")
+        return self._features[:end] if self._features is not None else torch.zeros(0)
 
     # --- the forward --------------------------------------------------------------------
     def _forward(self, tokens: list[int], last_only: bool) -> torch.Tensor:
@@ -228,9 +264,9 @@ class LeanLlamaRunner(ModelRunner):
         mask = None
         if k > 1:
             mask = torch.ones(k, end, dtype=torch.bool, device=self.device).tril(start)
-        pick = torch.tensor([k - 1], device=self.device) if last_only else None
-        logits = self.lean.run(ids, positions, mask, _SequenceKV(self._k, self._v, start, end), pick)
-        return logits if last_only else logits[0]
+        hidden = self.lean.hidden(ids, positions, mask, _SequenceKV(self._k, self._v, start, end))[0]
+        self._features[start:end] = hidden
+        return self.lean.logits(hidden[-1:] if last_only else hidden)
 
 
 def make_runner(model: torch.nn.Module, lean: bool = True) -> ModelRunner:

@@ -33,54 +33,102 @@ from .shards import Corpus
 from .slot_logits import group_logits, hidden_and_head, position_groups, scatter
 from .vocab import VoiceVocab
 
-__all__ = ["distill_loss", "main", "make_distiller", "measure_acceptance"]
+__all__ = ["distill_loss", "feature_distill_loss", "main", "make_distiller", "measure_acceptance"]
 
 
-def distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: float = 1.0, ce_weight: float = 0.0):
-    """Loss function for :class:`Trainer` training a draft against a frozen ``target``."""
+def _frozen(target: torch.nn.Module):
+    """``target`` in eval mode without gradients; returns a hook that moves it to a batch's device."""
     target.eval()
     moved: list[torch.device] = []
     for p in target.parameters():
         p.requires_grad_(False)
 
-    def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        dev = batch["input_ids"].device
+    def follow(dev: torch.device) -> None:
         if not moved or moved[0] != dev:  # the frozen target follows the batches' device
             target.to(dev)
             moved[:] = [dev]
+
+    return follow
+
+
+def _match_target(batch: dict, vocab: VoiceVocab, t_hidden, t_head, d_hidden, d_head, temperature: float,
+                  ce_weight: float) -> tuple[torch.Tensor, dict]:
+    """KL(target || draft) over each position's legal ids (+ data CE), on the audio part."""
+    ids = batch["input_ids"]
+    states = batch["states"][:, :-1]
+    labels = ids[:, 1:].reshape(-1)
+    where = position_groups(states, vocab)  # both models' logits over each position's legal ids
+    with torch.no_grad():
+        t_groups = group_logits(t_hidden[:, :-1], t_head, states, vocab, where)
+    d_groups = group_logits(d_hidden[:, :-1], d_head, states, vocab, where)
+    parts: dict[str, list[torch.Tensor]] = {"kl": [], "ce": [], "t_ce": [], "agree": []}
+    for t, d in zip(t_groups, d_groups):
+        y = labels[d.index] - d.offset
+        t_logp = torch.log_softmax(t.logits / temperature, -1)
+        d_logp = torch.log_softmax(d.logits / temperature, -1)
+        parts["kl"].append((t_logp.exp() * (t_logp - d_logp)).sum(-1))
+        parts["ce"].append(F.cross_entropy(d.logits, y, reduction="none"))
+        with torch.no_grad():
+            parts["t_ce"].append(F.cross_entropy(t.logits, y, reduction="none"))
+            parts["agree"].append((d.logits.argmax(-1) == t.logits.argmax(-1)).float())
+    kl, ce, t_ce, agree = (scatter(d_groups, parts[k], labels.numel()).view_as(states)
+                           for k in ("kl", "ce", "t_ce", "agree"))
+    w = (batch["weights"][:, 1:] == 1.0).float()  # audio part only: what the draft drafts
+    denom = w.sum().clamp_min(1.0)
+    kl_mean = (kl * w).sum() / denom
+    ce_mean = (ce * w).sum() / denom
+    loss = kl_mean * temperature**2 + ce_weight * ce_mean
+    metrics = {
+        "kl": float(kl_mean.detach()),
+        "draft_nll": float(ce_mean.detach()),
+        "target_nll": float((t_ce * w).sum() / denom),
+        "argmax_agree": float((agree * w).sum() / denom),
+    }
+    return loss, metrics
+
+
+def distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: float = 1.0, ce_weight: float = 0.0):
+    """Loss function for :class:`Trainer` training a draft LM against a frozen ``target``."""
+    follow = _frozen(target)
+
+    def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        follow(batch["input_ids"].device)
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        states = batch["states"][:, :-1]
-        labels = ids[:, 1:].reshape(-1)
-        where = position_groups(states, vocab)  # both models' logits over each position's legal ids
         with torch.no_grad():
             t_hidden, t_head = hidden_and_head(target, ids, mask)
-            t_groups = group_logits(t_hidden[:, :-1], t_head, states, vocab, where)
         d_hidden, d_head = hidden_and_head(model, ids, mask)
-        d_groups = group_logits(d_hidden[:, :-1], d_head, states, vocab, where)
-        parts: dict[str, list[torch.Tensor]] = {"kl": [], "ce": [], "t_ce": [], "agree": []}
-        for t, d in zip(t_groups, d_groups):
-            y = labels[d.index] - d.offset
-            t_logp = torch.log_softmax(t.logits / temperature, -1)
-            d_logp = torch.log_softmax(d.logits / temperature, -1)
-            parts["kl"].append((t_logp.exp() * (t_logp - d_logp)).sum(-1))
-            parts["ce"].append(F.cross_entropy(d.logits, y, reduction="none"))
-            with torch.no_grad():
-                parts["t_ce"].append(F.cross_entropy(t.logits, y, reduction="none"))
-                parts["agree"].append((d.logits.argmax(-1) == t.logits.argmax(-1)).float())
-        kl, ce, t_ce, agree = (scatter(d_groups, parts[k], labels.numel()).view_as(states)
-                               for k in ("kl", "ce", "t_ce", "agree"))
-        w = (batch["weights"][:, 1:] == 1.0).float()  # audio part only: what the draft drafts
-        denom = w.sum().clamp_min(1.0)
-        kl_mean = (kl * w).sum() / denom
-        ce_mean = (ce * w).sum() / denom
-        loss = kl_mean * temperature**2 + ce_weight * ce_mean
-        metrics = {
-            "kl": float(kl_mean.detach()),
-            "draft_nll": float(ce_mean.detach()),
-            "target_nll": float((t_ce * w).sum() / denom),
-            "argmax_agree": float((agree * w).sum() / denom),
-        }
-        return loss, metrics
+        return _match_target(batch, vocab, t_hidden, t_head, d_hidden, d_head, temperature, ce_weight)
+
+    return loss_fn
+
+
+def feature_distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: float = 1.0,
+                         ce_weight: float = 0.0, feature_noise: float = 0.1, regression_weight: float = 1.0):
+    """Loss for a :class:`~voicestream.spec.feature_draft.FeatureDraft`: the draft sees the
+    target's states one position back (plus uniform noise of ``feature_noise`` times their
+    RMS, so it tolerates its own imperfect states when drafting ahead) and is scored on the
+    target's next-token distribution (KL, as for a draft LM) plus ``regression_weight`` times
+    the smooth-L1 distance of its predicted states to the target's."""
+    from ..spec.feature_draft import shift_features
+
+    follow = _frozen(target)
+
+    def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        follow(batch["input_ids"].device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        with torch.no_grad():
+            t_hidden, t_head = hidden_and_head(target, ids, mask)
+            embeds = target.get_input_embeddings()(ids)
+            feats = shift_features(t_hidden)
+            if model.training and feature_noise > 0:
+                rms = feats.pow(2).mean().sqrt()
+                feats = feats + (torch.rand_like(feats) * 2 - 1) * feature_noise * rms
+        d_hidden = model(feats, embeds)
+        loss, metrics = _match_target(batch, vocab, t_hidden, t_head, d_hidden, t_head, temperature, ce_weight)
+        w = (batch["weights"] == 1.0).float()[..., None]
+        reg = (F.smooth_l1_loss(d_hidden, t_hidden, reduction="none") * w).sum() / (w.sum() * d_hidden.shape[-1]).clamp_min(1)
+        metrics["feature_l1"] = float(reg.detach())
+        return loss + regression_weight * reg, metrics
 
     return loss_fn
 
@@ -139,12 +187,19 @@ def make_distiller(
     ce_weight: float = 0.0,
     seed: int = 0,
     init_from: str | Path | None = None,
+    kind: str = "lm",
 ) -> tuple[Trainer, torch.nn.Module, VoiceVocab, dict]:
     """Build (or restore) the draft trainer; returns (trainer, target, vocab, summary).
 
-    ``init_from``: start the draft from a trained voice LM (e.g. the draft of an earlier
-    layout) rather than a fresh ``preset_name``.
+    ``kind``: ``lm`` - a small voice LM (``preset_name``); ``feature`` - a
+    :class:`~voicestream.spec.feature_draft.FeatureDraft` (one layer over the target's
+    hidden states). ``init_from``: start the draft from a trained one of the same kind
+    (e.g. the draft of an earlier layout) rather than fresh.
     """
+    from ..spec.feature_draft import FeatureDraft, FeatureDraftConfig, load_feature_draft
+
+    if kind not in ("lm", "feature"):
+        raise ValueError(f"kind must be 'lm' or 'feature', got {kind!r}")
     out = Path(out)
     target = load_causal_lm(target_dir)
     vocab = VoiceVocab.from_dict(target.config.voicestream_vocab)
@@ -154,16 +209,22 @@ def make_distiller(
     if not resume and (out / MODEL_DIR).exists():
         raise FileExistsError(f"{out / MODEL_DIR} exists; pass --resume to continue or use a new --out")
     if saved is not None:
-        draft = load_causal_lm(out / MODEL_DIR)
         cfg = LoopConfig(**{**saved, "betas": tuple(saved["betas"])})
+        kind = cfg.extra.get("kind", "lm")
+        draft = load_feature_draft(out / MODEL_DIR, target) if kind == "feature" else load_causal_lm(out / MODEL_DIR)
         temperature, ce_weight = cfg.extra["temperature"], cfg.extra["ce_weight"]
     else:
         mp, tp = preset(preset_name)
-        draft = start_model(mp, vocab, seed=seed, init_from=init_from)
+        if kind == "feature":
+            torch.manual_seed(seed)
+            draft = (load_feature_draft(init_from, target) if init_from is not None
+                     else FeatureDraft(FeatureDraftConfig.for_target(target)))
+        else:
+            draft = start_model(mp, vocab, seed=seed, init_from=init_from)
         cfg = LoopConfig(
             lr=tp.lr, min_lr_ratio=tp.min_lr_ratio, warmup_steps=tp.warmup_steps, total_steps=tp.total_steps,
             weight_decay=tp.weight_decay, grad_clip=tp.grad_clip, batch_tokens=tp.batch_tokens, seed=seed,
-            extra={"job": "distill", "preset": preset_name, "target": str(target_dir), "corpus": str(corpus_dir),
+            extra={"job": "distill", "kind": kind, "preset": preset_name, "target": str(target_dir), "corpus": str(corpus_dir),
                    "temperature": temperature, "ce_weight": ce_weight,
                    "init_from": str(init_from) if init_from is not None else None},
         )
@@ -175,15 +236,17 @@ def make_distiller(
     train, stats = encode_utterances(vocab, corpus.utterances("train"), max_len=max_len)
     held, _ = encode_utterances(vocab, corpus.utterances("heldout"), max_len=max_len) \
         if "heldout" in corpus.splits else ([], {})
-    trainer = Trainer(draft, train, distill_loss(target, vocab, temperature=temperature, ce_weight=ce_weight), out,
-                      cfg, pad_id=vocab.pad_id, heldout=held,
-                      log_fields=("loss", "kl", "draft_nll", "target_nll", "argmax_agree"))
+    make_loss = feature_distill_loss if kind == "feature" else distill_loss
+    fields = ("loss", "kl", "draft_nll", "target_nll", "argmax_agree") + (("feature_l1",) if kind == "feature" else ())
+    trainer = Trainer(draft, train, make_loss(target, vocab, temperature=temperature, ce_weight=ce_weight), out,
+                      cfg, pad_id=vocab.pad_id, heldout=held, log_fields=fields)
     if saved is not None:
         trainer.load_state()
     summary = {
         "draft_parameters": count_parameters(draft),
         "target_parameters": count_parameters(target),
         "layout": vocab.layout,
+        "kind": kind,
         "train_examples": stats,
         "resumed_at_step": trainer.step if saved is not None else None,
         "init_from": cfg.extra.get("init_from"),
@@ -196,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=Path, required=True, help="target model dir (HF layout)")
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--preset", default="draft")
+    ap.add_argument("--kind", choices=["lm", "feature"], default="lm",
+                    help="lm: a small voice LM (--preset); feature: one layer over the target's hidden states "
+                         "(EAGLE-style)")
+    ap.add_argument("--preset", default="draft", help="--kind lm: the draft's size")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start the draft from this voice LM (e.g. a draft of another layout) instead of the preset")
     ap.add_argument("--temperature", type=float, default=1.0)
@@ -210,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer, target, vocab, summary = make_distiller(
         args.target, args.corpus, args.out, preset_name=args.preset, resume=args.resume, loop_overrides=overrides,
         temperature=args.temperature, ce_weight=args.ce_weight, seed=args.seed, init_from=args.init_from,
+        kind=args.kind,
     )
     print(json.dumps(summary))
     result = trainer.run()

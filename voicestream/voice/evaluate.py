@@ -30,6 +30,7 @@ import torch
 
 from ..codec.eval_roundtrip import EVAL_SR, SENTENCES, _write_wav, wer_words, word_errors
 from ..codec.resample import resample
+from ..say import add_weights_argument
 from ..config import SamplingConfig
 from .synthesize import Voice
 
@@ -129,6 +130,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     greedy_plan: bool = True,
+    weights: str = "fp32",
 ) -> dict:
     """Synthesise every sentence under every condition, transcribe and score it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -144,7 +146,8 @@ def evaluate(
         if key[0] and draft is None:
             raise ValueError(f"condition {cond.name} needs a draft")
         if key not in voices:
-            voices[key] = v = Voice(target, draft if key[0] else None, greedy_plan=greedy_plan, codec_pick=key[1])
+            voices[key] = v = Voice(target, draft if key[0] else None, greedy_plan=greedy_plan, codec_pick=key[1],
+                                          weights=weights)
             v.synthesize("Hello.", v.spec_config.with_(max_new_tokens=40))  # first-call costs are not its TTFA
     results: dict = {"conditions": [], "per_sentence": []}
     bar = tqdm(total=len(conditions) * len(sentences), desc="eval", unit="utt", disable=not progress)
@@ -250,6 +253,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="phones voices: sample the phone list and durations too (default: greedy)")
     ap.add_argument("--median", action="store_true",
                     help="add plain-median and spec-median: codec tokens by field-wise median (ordinal codecs)")
+    add_weights_argument(ap)
     ap.add_argument("--out-dir", type=Path, default=None, help="write 16 kHz wavs and report.json here")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
@@ -277,10 +281,11 @@ def main(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         results = evaluate(target, draft, sentences, conditions, speaker=speaker, out_dir=args.out_dir,
                            asr_threads=args.threads, seed=args.seed, progress=not args.json,
-                           greedy_plan=not args.sample_plan)
+                           greedy_plan=not args.sample_plan, weights=args.weights)
     results["target"], results["draft"] = str(target_dir), None if draft_dir is None else str(draft_dir)
     results["sentence_set"] = args.sentences
     results["greedy_plan"] = not args.sample_plan
+    results["weights"] = args.weights
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / "report.json").write_text(json.dumps(results, indent=1))

@@ -26,6 +26,7 @@ import torch
 
 from ..config import SamplingConfig, SpecConfig
 from ..models import compute_dtype, load_causal_lm, resolve_draft
+from ..spec.lean_runner import set_lean_weights
 from ..batch import make_decoder
 from ..spec.decoder import TokenChunk
 from ..spec.stats import GenerationStats
@@ -185,6 +186,7 @@ class Voice:
         greedy_plan: bool = True,
         codec_pick: str = "model",
         batch=None,
+        weights: str = "fp32",
     ) -> None:
         if vocab is None:
             raw = getattr(target.config, "voicestream_vocab", None)
@@ -209,6 +211,12 @@ class Voice:
         # alike, and the models stay plain (so the draft can take the lean forward path)
         self.target = target.eval()
         self.draft = draft.eval() if draft is not None else None
+        # weights: the lean forward's format (fp32 | int8 | auto); int8 runs plain decoding
+        # ~1.6x faster on an AVX2 CPU, but verifying a chunk quantises its rows together, so
+        # greedy speculative output is no longer bit-identical to plain (see spec/quant.py)
+        self.weights = set_lean_weights(self.target, weights)
+        if self.draft is not None and self.draft is not self.target:
+            set_lean_weights(self.draft, weights)
         # batch (a BatchConfig): all utterances share one batched decoder (voicestream.batch)
         # lean_target: our own Llama voice LMs take the lean forward (the batched decoder
         # already does); plain and speculative decoding share it, so they stay identical

@@ -1,0 +1,200 @@
+"""A feature-level draft (EAGLE-style): one layer that extrapolates the target's hidden states.
+
+Why: a separate small LM has to rediscover from tokens alone what the target already
+knows -- for a speech LM, where in the phone plan and in the pitch contour it is. The
+target computes that state for every verified position anyway. This draft takes the
+target's final (normed) hidden state at position ``j-1`` together with the embedding of
+token ``j``, runs one transformer layer over them, and predicts the target's hidden state
+at ``j``; the target's own LM head turns it into next-token logits. Drafting further ahead
+feeds its own predicted states back in. One layer of the target's width costs a fraction
+of a target forward, and it starts every chunk from the target's exact state.
+
+The draft owns only its layer (saved in Hugging Face layout, ``from_pretrained``-loadable);
+token embeddings and LM head are the target's, bound at run time and never copied.
+Reference: Li et al., "EAGLE: Speculative Sampling Requires Rethinking Feature Uncertainty"
+(2024). Decoding with it: :class:`voicestream.spec.feature_runner.FeatureDraftRunner`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from .lean_runner import apply_rope
+
+MODEL_TYPE = "voicestream_feature_draft"
+
+
+class FeatureDraftConfig(PretrainedConfig):
+    model_type = MODEL_TYPE
+
+    def __init__(
+        self,
+        hidden_size: int = 64,
+        num_attention_heads: int = 4,
+        num_key_value_heads: int | None = None,
+        head_dim: int | None = None,
+        intermediate_size: int = 128,
+        rms_norm_eps: float = 1e-5,
+        rope_theta: float = 10000.0,
+        vocab_size: int = 256,
+        max_position_embeddings: int = 4096,
+        **kwargs,
+    ) -> None:
+        self.hidden_size = hidden_size
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_key_value_heads or num_attention_heads
+        self.head_dim = head_dim or hidden_size // num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.rms_norm_eps = rms_norm_eps
+        self.rope_theta = rope_theta
+        self.vocab_size = vocab_size  # the target's output vocabulary (checked when bound)
+        self.max_position_embeddings = max_position_embeddings
+        super().__init__(**kwargs)
+
+    @classmethod
+    def for_target(cls, target: torch.nn.Module, **overrides) -> "FeatureDraftConfig":
+        """Same width, heads and RoPE as ``target`` (a Llama-family causal LM)."""
+        tc = target.config
+        rope = getattr(tc, "rope_parameters", None) or {}
+        theta = rope.get("rope_theta", getattr(tc, "rope_theta", 10000.0)) if isinstance(rope, dict) else 10000.0
+        kw = dict(
+            hidden_size=tc.hidden_size,
+            num_attention_heads=tc.num_attention_heads,
+            num_key_value_heads=getattr(tc, "num_key_value_heads", None) or tc.num_attention_heads,
+            head_dim=getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads,
+            intermediate_size=tc.intermediate_size,
+            rms_norm_eps=tc.rms_norm_eps,
+            rope_theta=float(theta),
+            vocab_size=target.get_output_embeddings().weight.shape[0],
+            max_position_embeddings=getattr(tc, "max_position_embeddings", 4096),
+        )
+        kw.update(overrides)
+        return cls(**kw)
+
+
+def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float()
+    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+class FeatureDraft(PreTrainedModel):
+    """fc([feature_{j-1}; embed(token_j)]) -> one pre-norm attention + SwiGLU layer -> norm."""
+
+    config_class = FeatureDraftConfig
+    base_model_prefix = "feature_draft"
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: FeatureDraftConfig) -> None:
+        super().__init__(config)
+        h, hd = config.hidden_size, config.head_dim
+        nq, nkv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+        self.fc = nn.Linear(2 * h, h, bias=False)
+        self.q_proj = nn.Linear(h, nq, bias=False)
+        self.k_proj = nn.Linear(h, nkv, bias=False)
+        self.v_proj = nn.Linear(h, nkv, bias=False)
+        self.o_proj = nn.Linear(nq, h, bias=False)
+        self.gate_proj = nn.Linear(h, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(h, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, h, bias=False)
+        self.input_norm = nn.Parameter(torch.ones(h))
+        self.post_norm = nn.Parameter(torch.ones(h))
+        self.final_norm = nn.Parameter(torch.ones(h))
+        self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+
+    # --- pieces shared by training and decoding ------------------------------------------
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin at ``positions`` (B, T) -> (B, 1, T, head_dim) each (HF Llama convention)."""
+        n = int(positions.max()) + 1
+        if self._rope_cache is None or self._rope_cache[0].shape[0] < n or self._rope_cache[0].device != positions.device:
+            size = max(n, 1024)
+            hd = self.config.head_dim
+            inv = 1.0 / (self.config.rope_theta ** (torch.arange(0, hd, 2, device=positions.device).float() / hd))
+            freqs = torch.outer(torch.arange(size, device=positions.device).float(), inv)
+            emb = torch.cat([freqs, freqs], -1)
+            self._rope_cache = (emb.cos(), emb.sin())
+        cos, sin = self._rope_cache
+        dtype = self.fc.weight.dtype
+        return cos[positions][:, None].to(dtype), sin[positions][:, None].to(dtype)
+
+    def layer(
+        self, features: torch.Tensor, token_embeds: torch.Tensor, positions: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predicted features (B, T, H) and this step's keys/values.
+
+        Without ``kv``: causal self-attention over the T inputs (training). With ``kv``
+        (past keys, values, each (B, kv_heads, P, head_dim)): the T inputs attend to the
+        past and, under ``mask`` (T, P+T) or causally when None with T == 1, to themselves.
+        """
+        cfg = self.config
+        b, t, _ = features.shape
+        hd = cfg.head_dim
+        x = self.fc(torch.cat([features, token_embeds], -1))
+        h = _rms(x, self.input_norm, cfg.rms_norm_eps)
+        q = self.q_proj(h).view(b, t, cfg.num_attention_heads, hd).transpose(1, 2)
+        k = self.k_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
+        v = self.v_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
+        cos, sin = self.rope(positions)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        gqa = cfg.num_key_value_heads != cfg.num_attention_heads
+        if kv is None:
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            keys, values = torch.cat([kv[0], k], 2), torch.cat([kv[1], v], 2)
+            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
+        x = x + self.o_proj(att.transpose(1, 2).reshape(b, t, -1))
+        h = _rms(x, self.post_norm, cfg.rms_norm_eps)
+        x = x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+        return _rms(x, self.final_norm, cfg.rms_norm_eps), k, v
+
+    def forward(self, features: torch.Tensor, token_embeds: torch.Tensor) -> torch.Tensor:
+        """Training: ``features[:, j]`` is the target's state at j-1 (zeros at 0), ``token_embeds[:, j]``
+        the embedding of token j; returns the predicted target states at every j."""
+        b, t, _ = features.shape
+        positions = torch.arange(t, device=features.device)[None].expand(b, t)
+        return self.layer(features, token_embeds, positions)[0]
+
+
+def shift_features(target_states: torch.Tensor) -> torch.Tensor:
+    """The draft's feature input: the target's state one position back (zeros at 0)."""
+    return torch.cat([torch.zeros_like(target_states[:, :1]), target_states[:, :-1]], 1)
+
+
+def is_feature_draft(model: object) -> bool:
+    return isinstance(model, FeatureDraft)
+
+
+def is_feature_draft_dir(path: str | Path) -> bool:
+    cfg = Path(path) / "config.json"
+    return cfg.exists() and json.loads(cfg.read_text()).get("model_type") == MODEL_TYPE
+
+
+def load_feature_draft(
+    path: str | Path, target: torch.nn.Module, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> FeatureDraft:
+    """A saved feature draft (local directory only), checked against the ``target`` it will serve."""
+    draft = FeatureDraft.from_pretrained(str(path), local_files_only=True)
+    check_feature_draft(target, draft)
+    return draft.to(device=device, dtype=dtype or next(target.parameters()).dtype).eval()
+
+
+def check_feature_draft(target: torch.nn.Module, draft: FeatureDraft) -> None:
+    """A feature draft fits only a target of its width and vocabulary."""
+    from .compat import IncompatibleModelsError
+
+    tv = target.get_output_embeddings().weight.shape[0]
+    if draft.config.hidden_size != target.config.hidden_size or draft.config.vocab_size != tv:
+        raise IncompatibleModelsError(
+            f"feature draft (hidden {draft.config.hidden_size}, vocab {draft.config.vocab_size}) does not fit a "
+            f"target with hidden {target.config.hidden_size}, vocab {tv}: it was trained for another target"
+        )

@@ -1,0 +1,143 @@
+"""Decoding with a feature-level draft: its cache, fed from the target runner's hidden states.
+
+The draft's entry ``j`` is computed from (state at ``j-1``, token ``j``) and predicts the
+target's state at ``j`` (hence the logits for token ``j+1``). Where the target has already
+verified position ``j-1`` its exact state is used; beyond, while drafting ahead, the
+draft's own prediction. An entry built on a predicted state is recomputed once the
+target's exact state for it exists (after the next verification), so every chunk starts
+from the target's true state. Same verbs as :class:`~voicestream.spec.runner.ModelRunner`
+(``advance_to``, ``extend``, ``rollback``, ``release``), so the decoder drives it alike.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .feature_draft import FeatureDraft
+from .lean_runner import LeanLlamaRunner
+
+
+class FeatureDraftRunner:
+    """One generation's draft cache for a :class:`FeatureDraft` bound to ``target`` (its runner)."""
+
+    def __init__(self, draft: FeatureDraft, target: LeanLlamaRunner) -> None:
+        if not isinstance(target, LeanLlamaRunner):
+            raise TypeError("a feature draft needs the target on the lean forward (a Llama/Qwen2/Mistral target)")
+        self.model = draft
+        self.target = target
+        self.device = target.device
+        self.embed = target.lean.embed
+        self.tokens: list[int] = []
+        self.exact: list[bool] = []  # entry j was built on the target's own state at j-1
+        self.forwards = 0
+        cfg = draft.config
+        self._dtype = draft.fc.weight.dtype
+        self._kv_shape = (1, cfg.num_key_value_heads, 0, cfg.head_dim)
+        self._k = self._v = self._pred = None
+        self._capacity = 0
+        self._last_logits: torch.Tensor | None = None
+
+    # --- storage ------------------------------------------------------------------------
+    def _ensure(self, n: int) -> None:
+        if self._k is not None and self._capacity >= n:
+            return
+        cap = max(n, 2 * self._capacity, 256)
+        b, h, _, d = self._kv_shape
+        k = torch.zeros(b, h, cap, d, dtype=self._dtype, device=self.device)
+        v = torch.zeros_like(k)
+        pred = torch.zeros(cap, self.model.config.hidden_size, dtype=self._dtype, device=self.device)
+        if self._k is not None:
+            used = len(self.tokens)
+            k[:, :, :used], v[:, :, :used], pred[:used] = self._k[:, :, :used], self._v[:, :, :used], self._pred[:used]
+        self._k, self._v, self._pred, self._capacity = k, v, pred, cap
+
+    def release(self) -> None:
+        self._k = self._v = self._pred = None
+        self._capacity = 0
+        self.tokens, self.exact = [], []
+        self._last_logits = None
+
+    def rollback(self, length: int) -> None:
+        if length < 0 or length > len(self.tokens):
+            raise ValueError(f"cannot roll back to {length}; cache holds {len(self.tokens)} entries")
+        if length < len(self.tokens):
+            del self.tokens[length:]
+            del self.exact[length:]
+            self._last_logits = None
+
+    # --- the forward --------------------------------------------------------------------
+    def _exact_upto(self, seq: Sequence[int]) -> int:
+        """How many leading positions of ``seq`` have the target's exact state."""
+        return self.target.common_prefix(seq)
+
+    def _run(self, tokens: list[int], feats: torch.Tensor) -> torch.Tensor:
+        """Entries for ``tokens`` after the cached ones; ``feats`` (k, H) their state inputs."""
+        start, k = len(self.tokens), len(tokens)
+        end = start + k
+        self._ensure(end)
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        emb = F.embedding(ids, self.embed).to(self._dtype)[None]
+        positions = torch.arange(start, end, device=self.device)[None]
+        mask = torch.ones(k, end, dtype=torch.bool, device=self.device).tril(start) if k > 1 else None
+        past = (self._k[:, :, :start], self._v[:, :, :start])
+        pred, kk, vv = self.model.layer(feats.to(self._dtype)[None], emb, positions, kv=past, mask=mask)
+        self._k[:, :, start:end], self._v[:, :, start:end] = kk, vv
+        self._pred[start:end] = pred[0]
+        self.tokens.extend(tokens)
+        self.forwards += 1
+        return pred[0]
+
+    def _state_before(self, j: int, exact_upto: int) -> tuple[torch.Tensor, bool]:
+        """The state input of entry ``j``: zeros at 0, the target's where known, else predicted."""
+        if j == 0:
+            return torch.zeros(self.model.config.hidden_size, dtype=self._dtype, device=self.device), True
+        if j - 1 < exact_upto:
+            return self.target.features(j)[j - 1], True
+        return self._pred[j - 1], False
+
+    def _feed(self, seq: Sequence[int], start: int) -> torch.Tensor:
+        """Entries start..len(seq)-1; one forward for those with exact states, then one each."""
+        exact_upto = self._exact_upto(seq)
+        n_exact = max(0, min(len(seq), exact_upto + 1) - start)  # entries whose state input is exact
+        pred = None
+        if n_exact:
+            feats = self.target.features(start + n_exact - 1)[max(start - 1, 0) :]
+            if start == 0:
+                feats = torch.cat([torch.zeros_like(feats[:1]), feats], 0)
+            pred = self._run(list(seq[start : start + n_exact]), feats[:n_exact])
+            self.exact.extend([True] * n_exact)
+        for j in range(start + n_exact, len(seq)):
+            state, exact = self._state_before(j, exact_upto)
+            pred = self._run([int(seq[j])], state[None])
+            self.exact.append(exact)
+        assert pred is not None
+        logits = self.target.lean.logits(pred[-1:].to(self.target.lean.dtype))
+        self._last_logits = logits[-1]
+        return logits
+
+    def advance_to(self, seq: Sequence[int]) -> torch.Tensor:
+        """Make the cache hold ``seq`` (recomputing entries whose state input has since been
+        verified) and return the logits for the token after it, (V,)."""
+        if not seq:
+            raise ValueError("advance_to() needs a non-empty sequence")
+        keep = 0
+        n = min(len(self.tokens), len(seq))
+        exact_upto = self._exact_upto(seq)
+        while keep < n and self.tokens[keep] == seq[keep] and (self.exact[keep] or keep - 1 >= exact_upto):
+            keep += 1
+        if keep == len(seq) == len(self.tokens) and self._last_logits is not None:
+            return self._last_logits
+        keep = min(keep, len(seq) - 1)
+        self.rollback(keep)
+        return self._feed(seq, keep)[-1]
+
+    def extend(self, tokens: Sequence[int], *, last_only: bool = False) -> torch.Tensor:
+        """Draft ahead by ``tokens``; returns the logits after the last, (1, V)."""
+        if not tokens:
+            raise ValueError("extend() needs at least one token")
+        return self._feed(self.tokens + [int(t) for t in tokens], len(self.tokens))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
