@@ -72,3 +72,21 @@ def test_serve_without_voice_flags_serves_the_built_in_voice(tmp_path, monkeypat
     assert voice.name == "default" and voice.sample_rate == 8000
     assert voice.voice.draft is not None  # the installed draft speculates
     voice.voice.close()
+
+
+def test_bench_voice_compares_weight_formats_and_drafts(voice_dirs, capsys):
+    import json
+
+    target, draft = voice_dirs
+    weights = ["fp32", "int8"] if resolve_weights("auto") == "int8" else ["fp32"]
+    assert cli_main(["bench", "voice", "--target", str(target), "--drafts", str(draft), "self:1", "--n", "1",
+                     "--sentences", "Hi there.", "--threads", "1", "--weights", *weights, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    runs = {r["name"]: r for r in report["runs"]}
+    assert len(runs) == 3 * len(weights)
+    assert runs["plain-fp32"]["x_plain_fp32"] == 1.0
+    for r in runs.values():
+        assert r["tokens_per_s"] > 0 and r["rtf"] > 0
+        if r["draft"] is not None and r["weights"] == "fp32":
+            assert r["same_audio_as_plain"] is True  # greedy speculation is exact in float32
+            assert r["accepted_per_target_forward"] >= 1.0

@@ -21,6 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     bat = bench_sub.add_parser("batch", help="batched vs per-session decoding for N concurrent callers")
     bench_batch.add_arguments(bat)
     bat.set_defaults(func=bench_batch.main)
+    from .bench import voice as bench_voice
+
+    bvo = bench_sub.add_parser("voice", help="a voice's speed per weight format and draft (plain vs speculative)")
+    bench_voice.add_arguments(bvo)
+    bvo.set_defaults(func=bench_voice.main)
 
     from . import say
 

@@ -142,6 +142,21 @@ def apply_mask(
     return rows.masked_fill(~keep, float("-inf")).view_as(x)
 
 
+def legal_span(constraint: TokenConstraint | None, state: Hashable) -> tuple[int, int] | None:
+    """``(lo, hi)``: the ids allowed after ``state`` all lie in ``[lo, hi)`` -- when that is
+    under half the vocabulary, else None. A runner given it computes the LM head over those
+    rows only (a codec slot is one codebook: 128-1024 of the built-in voice's 5568 ids);
+    the other logits come back ``-inf``, which :func:`constrain` would make them anyway."""
+    if constraint is None:
+        return None
+    allowed = constraint.allowed(state)
+    idx = allowed.nonzero()
+    if idx.numel() == 0:
+        return None
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    return (lo, hi) if hi - lo <= allowed.numel() // 2 else None
+
+
 def constrain(logits: torch.Tensor, constraint: TokenConstraint | None, state: Hashable) -> torch.Tensor:
     """One row of logits under ``constraint`` after ``state`` (legal ids; decided if asked)."""
     if constraint is None:

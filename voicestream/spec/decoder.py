@@ -26,7 +26,7 @@ import torch
 from ..config import SpecConfig
 from .acceptance import VerifyInput, verify
 from .compat import IncompatibleModelsError, check_compatible, output_vocab_size, special_ids
-from .constraint import TokenConstraint, constrain, forced_run, masks_along, walk
+from .constraint import TokenConstraint, constrain, forced_run, legal_span, masks_along, walk
 from .draft_length import DraftLength
 from .lanes import Lane
 from .feature_draft import is_feature_draft
@@ -321,7 +321,8 @@ class _Generation(Progress):
             self.started = True
             logits = self.target.prefill(self.seq)
         else:
-            logits = self.target.extend(self.seq[len(self.target.tokens) :])[-1]
+            span = legal_span(self.constraint, self.cstate)
+            logits = self.target.extend(self.seq[len(self.target.tokens) :], last_only=True, span=span)[-1]
         seen = self.seen.mask if self.seen.active else None
         logits = constrain(logits, self.constraint, self.cstate)
         if self.cfg.sampling.greedy:
@@ -401,7 +402,7 @@ class _Generation(Progress):
         greedy = scfg.greedy
         seen = SeenTokens(self.dec.vocab_size, scfg.repetition_penalty, self.draft.device)
         seen.add(context)
-        logits = self.draft.advance_to(context)
+        logits = self.draft.advance_to(context, span=legal_span(self.constraint, state))
         jump = self.cfg.jump_forward and self.constraint is not None
         limit = max(self.cfg.max_new_tokens - (len(context) - self.n_prompt), 1)
         tokens: list[int] = []
@@ -427,7 +428,7 @@ class _Generation(Progress):
                 break
             if feed:
                 seen.add(feed)
-                logits = self.draft.extend(feed)[-1]
+                logits = self.draft.extend(feed, last_only=True, span=legal_span(constraint, state))[-1]
                 feed = []
             logits = constrain(logits, constraint, state)
             x = process_logits(logits, scfg, seen.mask)

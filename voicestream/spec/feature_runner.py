@@ -97,7 +97,7 @@ class FeatureDraftRunner:
             return self.target.features(j)[j - 1], True
         return self._pred[j - 1], False
 
-    def _feed(self, seq: Sequence[int], start: int) -> torch.Tensor:
+    def _feed(self, seq: Sequence[int], start: int, span: tuple[int, int] | None = None) -> torch.Tensor:
         """Entries start..len(seq)-1; one forward for those with exact states, then one each."""
         exact_upto = self._exact_upto(seq)
         n_exact = max(0, min(len(seq), exact_upto + 1) - start)  # entries whose state input is exact
@@ -113,11 +113,11 @@ class FeatureDraftRunner:
             pred = self._run([int(seq[j])], state[None])
             self.exact.append(exact)
         assert pred is not None
-        logits = self.target.lean.logits(pred[-1:].to(self.target.lean.dtype))
+        logits = self.target.lean.logits(pred[-1:].to(self.target.lean.dtype), span)
         self._last_logits = logits[-1]
         return logits
 
-    def advance_to(self, seq: Sequence[int]) -> torch.Tensor:
+    def advance_to(self, seq: Sequence[int], *, span: tuple[int, int] | None = None) -> torch.Tensor:
         """Make the cache hold ``seq`` (recomputing entries whose state input has since been
         verified) and return the logits for the token after it, (V,)."""
         if not seq:
@@ -131,13 +131,16 @@ class FeatureDraftRunner:
             return self._last_logits
         keep = min(keep, len(seq) - 1)
         self.rollback(keep)
-        return self._feed(seq, keep)[-1]
+        return self._feed(seq, keep, span)[-1]
 
-    def extend(self, tokens: Sequence[int], *, last_only: bool = False) -> torch.Tensor:
-        """Draft ahead by ``tokens``; returns the logits after the last, (1, V)."""
+    def extend(
+        self, tokens: Sequence[int], *, last_only: bool = False, span: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Draft ahead by ``tokens``; returns the logits after the last, (1, V) (only
+        ``span``'s ids computed when given)."""
         if not tokens:
             raise ValueError("extend() needs at least one token")
-        return self._feed(self.tokens + [int(t) for t in tokens], len(self.tokens))
+        return self._feed(self.tokens + [int(t) for t in tokens], len(self.tokens), span)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -118,7 +118,10 @@ class LeanModel:
         self.dtype = torch.float32 if self.weights == "int8" else next(model.parameters()).dtype
         with torch.no_grad():
             self.layers = [_Layer(layer, self.weights) for layer in inner.layers]
-            self.head: Linear = make_linear(self.weights, model.get_output_embeddings().weight)
+            self._head_w = model.get_output_embeddings().weight
+            self.head: Linear = make_linear(self.weights, self._head_w)
+        self.vocab_size = self._head_w.shape[0]
+        self._heads: dict[tuple[int, int], Linear] = {}  # head rows of a legal span, built on first use
         self.embed = inner.embed_tokens.weight
         self.norm = inner.norm.weight.to(self.dtype)
         self.rotary = inner.rotary_emb
@@ -170,9 +173,25 @@ class LeanModel:
             x = x[torch.arange(x.shape[0], device=x.device), pick]
         return self.logits(rms_norm(x, self.norm, self.eps))
 
-    def logits(self, normed: torch.Tensor) -> torch.Tensor:
-        """LM head over final (normed) hidden states, float32."""
-        return self.head(normed).float()
+    def logits(self, normed: torch.Tensor, span: tuple[int, int] | None = None) -> torch.Tensor:
+        """LM head over final (normed) hidden states, float32; with ``span`` only rows
+        ``[lo, hi)`` of the head are computed and the other logits are ``-inf``."""
+        if span is None:
+            return self.head(normed).float()
+        lo, hi = span
+        out = torch.full((*normed.shape[:-1], self.vocab_size), float("-inf"), device=normed.device)
+        out[..., lo:hi] = self._head_rows(lo, hi)(normed).float()
+        return out
+
+    def _head_rows(self, lo: int, hi: int) -> Linear:
+        with self._rope_lock:
+            found = self._heads.get((lo, hi))
+            if found is None:
+                if len(self._heads) > 64:  # a handful of spans (one per codebook) in practice
+                    self._heads.clear()
+                with torch.no_grad():
+                    found = self._heads[(lo, hi)] = make_linear(self.weights, self._head_w[lo:hi].contiguous())
+        return found
 
     def hidden(
         self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, kv: KVStore, *, normed: bool = True
@@ -255,7 +274,7 @@ class LeanLlamaRunner(ModelRunner):
         return self._features[:end] if self._features is not None else torch.zeros(0)
 
     # --- the forward --------------------------------------------------------------------
-    def _forward(self, tokens: list[int], last_only: bool) -> torch.Tensor:
+    def _forward(self, tokens: list[int], last_only: bool, span: tuple[int, int] | None = None) -> torch.Tensor:
         start, k = len(self.tokens), len(tokens)
         end = start + k
         self._ensure_cache(end)
@@ -266,7 +285,7 @@ class LeanLlamaRunner(ModelRunner):
             mask = torch.ones(k, end, dtype=torch.bool, device=self.device).tril(start)
         hidden = self.lean.hidden(ids, positions, mask, _SequenceKV(self._k, self._v, start, end))[0]
         self._features[start:end] = hidden
-        return self.lean.logits(hidden[-1:] if last_only else hidden)
+        return self.lean.logits(hidden[-1:], span) if last_only else self.lean.logits(hidden)
 
 
 def make_runner(model: torch.nn.Module, lean: bool = True) -> ModelRunner:

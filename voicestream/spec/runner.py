@@ -30,17 +30,24 @@ class ModelRunner:
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     # --- the three verbs -------------------------------------------------------------
-    def extend(self, tokens: Sequence[int], *, last_only: bool = False) -> torch.Tensor:
-        """Feed ``tokens`` after the cached ones; returns float32 logits, (len, V) or (1, V)."""
+    def extend(
+        self, tokens: Sequence[int], *, last_only: bool = False, span: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Feed ``tokens`` after the cached ones; returns float32 logits, (len, V) or (1, V).
+
+        ``span`` (with ``last_only``): only ids in ``[lo, hi)`` can be chosen next, so a
+        runner may compute just those logits and leave the rest ``-inf``
+        (:func:`~voicestream.spec.constraint.legal_span`); this one computes them all.
+        """
         if not tokens:
             raise ValueError("extend() needs at least one token")
-        logits = self._forward(list(tokens), last_only)
+        logits = self._forward(list(tokens), last_only, span if last_only else None)
         self.tokens.extend(int(t) for t in tokens)
         self.forwards += 1
         self._last_logits = logits[-1]
         return logits
 
-    def _forward(self, tokens: list[int], last_only: bool) -> torch.Tensor:
+    def _forward(self, tokens: list[int], last_only: bool, span: tuple[int, int] | None = None) -> torch.Tensor:
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
         kwargs = {}
         if last_only and self._has_logits_to_keep:
@@ -89,7 +96,7 @@ class ModelRunner:
             i += 1
         return i
 
-    def advance_to(self, seq: Sequence[int]) -> torch.Tensor:
+    def advance_to(self, seq: Sequence[int], *, span: tuple[int, int] | None = None) -> torch.Tensor:
         """Make the cache hold exactly ``seq`` and return the next-token logits (V,).
 
         Crops whatever diverges from ``seq`` and feeds only the new tokens; when the cache
@@ -102,7 +109,7 @@ class ModelRunner:
             return self._last_logits
         keep = min(keep, len(seq) - 1)
         self.rollback(keep)
-        return self.extend(seq[keep:], last_only=True)[-1]
+        return self.extend(seq[keep:], last_only=True, span=span)[-1]
 
     def __len__(self) -> int:
         return len(self.tokens)

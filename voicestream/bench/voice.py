@@ -1,0 +1,134 @@
+"""``voicestream bench voice``: a voice's decoding speed per (weights, draft), side by side.
+
+Every configuration speaks the same sentences in one process, round-robin per sentence
+so machine noise hits them alike. Greedy decoding throughout, so each speculative run is
+checked token for token against plain decoding with the same weights (exact in float32;
+int8 verification quantises a chunk's rows together, so there a near-tie may differ).
+Ratios are against plain float32 decoding.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+DEFAULT_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please call me back when you get this message.",
+    "It is going to rain tomorrow afternoon, so bring a coat.",
+    "Your table for four is ready at seven thirty.",
+)
+
+
+@dataclass
+class Run:
+    name: str
+    weights: str
+    draft: str | None
+    tokens: int = 0
+    codec_tokens: int = 0
+    seconds: float = 0.0
+    audio_s: float = 0.0
+    target_forwards: int = 0
+    ttfa: list[float] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # a digest of each sentence's PCM
+
+    def row(self, base: "Run") -> dict:
+        tps = self.tokens / self.seconds if self.seconds else 0.0
+        base_tps = base.tokens / base.seconds if base.seconds else 0.0
+        return {
+            "name": self.name, "weights": self.weights, "draft": self.draft,
+            "tokens_per_s": round(tps, 1), "x_plain_fp32": round(tps / base_tps, 3) if base_tps else 0.0,
+            "accepted_per_target_forward": round(self.tokens / max(self.target_forwards, 1), 3),
+            "rtf": round(self.seconds / self.audio_s, 3) if self.audio_s else None,
+            "ttfa_ms": round(1000 * sorted(self.ttfa)[len(self.ttfa) // 2], 1) if self.ttfa else None,
+        }
+
+
+def _speak(voice, text: str, run: Run) -> None:
+    from ..voice.synthesize import SynthesisStats
+
+    cfg = voice.spec_config.with_(max_new_tokens=voice.max_new_tokens_for(text))
+    st = SynthesisStats()
+    t0 = time.perf_counter()
+    pcm = list(voice.stream(text, cfg, stats=st))
+    run.seconds += time.perf_counter() - t0
+    run.outputs.append(hashlib.sha1(b"".join(p.tobytes() for p in pcm)).hexdigest())
+    run.tokens += st.lm_tokens
+    run.codec_tokens += st.codec_tokens
+    run.audio_s += st.audio_s
+    run.ttfa.append(st.ttfa_s or 0.0)
+    gen = st.generation if isinstance(st.generation, dict) else {}
+    run.target_forwards += int(gen.get("target_forwards", 0))
+
+
+def bench(args: argparse.Namespace) -> dict:
+    from ..models import load_causal_lm, resolve_draft
+    from ..say import resolve_voice_dirs
+    from ..voice.synthesize import Voice
+
+    torch.set_num_threads(args.threads)
+    target_dir, default_draft = resolve_voice_dirs(args.target, None)
+    drafts = {"none": None}
+    for spec in args.drafts:
+        if spec == "default" and default_draft is None:
+            continue  # --target without a built-in draft: only the drafts named
+        drafts[spec] = str(default_draft) if spec == "default" else spec
+    runs: list[tuple[Run, Voice]] = []
+    for weights in args.weights:
+        target = load_causal_lm(target_dir, dtype=torch.float32)  # one copy per format: the format lives on the model
+        for name, spec in drafts.items():
+            draft = resolve_draft(target, spec) if spec else None
+            voice = Voice(target, draft, weights=weights)
+            voice.synthesize("Hello.", voice.spec_config.with_(max_new_tokens=40))  # warm-up
+            runs.append((Run(f"{'plain' if draft is None else 'spec'}-{weights}" + ("" if draft is None else f" [{name}]"),
+                             weights, spec), voice))
+    sentences = list(args.sentences or DEFAULT_SENTENCES)[: args.n]
+    with torch.inference_mode():
+        for text in tqdm(sentences, desc="bench voice", unit="sentence", disable=args.json):
+            for run, voice in runs:
+                _speak(voice, text, run)
+    base = next(r for r, _ in runs if r.draft is None and r.weights == "fp32") if any(
+        r.draft is None and r.weights == "fp32" for r, _ in runs) else runs[0][0]
+    rows = []
+    for r, _ in runs:
+        row = r.row(base)
+        if r.draft is not None:  # same audio as plain decoding with the same weights?
+            plain = next(p for p, _ in runs if p.draft is None and p.weights == r.weights)
+            row["same_audio_as_plain"] = r.outputs == plain.outputs
+        rows.append(row)
+    return {"target": str(target_dir), "threads": args.threads, "sentences": len(sentences), "runs": rows}
+
+
+def format_table(report: dict) -> str:
+    lines = [f"target {report['target']}; {report['sentences']} sentences; {report['threads']} threads", ""]
+    head = f"{'run':<34} {'tok/s':>7} {'x plain':>8} {'tok/fwd':>8} {'RTF':>6} {'TTFA ms':>8} {'= plain':>8}"
+    lines += [head, "-" * len(head)]
+    for r in report["runs"]:
+        lines.append(f"{r['name']:<34} {r['tokens_per_s']:>7.1f} {r['x_plain_fp32']:>7.2f}x "
+                     f"{r['accepted_per_target_forward']:>8.2f} {r['rtf'] or 0:>6.2f} {r['ttfa_ms'] or 0:>8.0f} "
+                     f"{ {True: 'yes', False: 'NO', None: '-'}[r.get('same_audio_as_plain')]:>8}")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", help="voice target directory (default: the built-in voice)")
+    p.add_argument("--drafts", nargs="*", default=["default"],
+                   help="draft directories to compare (LM or feature drafts), 'default' for the built-in draft, "
+                        "or self:N; plain decoding always runs")
+    p.add_argument("--weights", nargs="*", choices=["fp32", "int8"], default=["fp32", "int8"])
+    p.add_argument("--n", type=int, default=4, help="sentences")
+    p.add_argument("--sentences", nargs="*", help="sentences to speak (default: four built-in ones)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = bench(args)
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
