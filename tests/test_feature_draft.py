@@ -173,3 +173,11 @@ def test_saved_feature_drafts_load_and_refuse_another_target(tmp_path):
         resolve_draft(narrow, str(tmp_path / "fd"))
     with pytest.raises(IncompatibleModelsError, match="trained for another target"):
         SpeculativeDecoder(narrow, loaded)
+
+
+def test_batched_decoding_refuses_a_feature_draft_clearly():
+    from voicestream.batch import BatchConfig, BatchedDecoder, UnsupportedModelError
+
+    target, draft = _pair(dtype=torch.float32)
+    with pytest.raises(UnsupportedModelError, match="per-session decoder"):
+        BatchedDecoder(target, draft, config=BatchConfig(max_batch=2))

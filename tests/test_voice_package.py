@@ -30,6 +30,18 @@ def test_package_writes_a_loadable_bf16_checkpoint_without_trainer_state(tmp_pat
     assert torch.allclose(a, b, atol=0.05 * a.abs().max().item())
 
 
+def test_package_takes_a_feature_draft_too(tmp_path):
+    from voicestream.models import resolve_draft
+    from voicestream.spec.feature_draft import FeatureDraft, FeatureDraftConfig
+
+    target = build_model(PRESETS["tiny"][0], VoiceVocab(), seed=3)
+    FeatureDraft(FeatureDraftConfig.for_target(target)).save_pretrained(tmp_path / "fd")
+    summary = package_model(tmp_path / "fd", tmp_path / "out")
+    assert summary["dtype"] == "bfloat16"
+    loaded = resolve_draft(target, str(tmp_path / "out"))
+    assert isinstance(loaded, FeatureDraft)
+
+
 def test_eval_conditions_and_sentence_sets(tmp_path):
     names = [c.name for c in default_conditions(betas=(0.1, 0.3))]
     assert names == ["plain-greedy", "plain-sampling", "spec-greedy", "spec-sampling",

@@ -227,7 +227,7 @@ def distill(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    target = load_causal_lm(args.target)
+    target = load_causal_lm(args.target, dtype=torch.float32)  # bf16 checkpoints too: see voice.distill
     vocab = target.config.vocab_size
     voice, constraint = voice_of(target)
     pad_id = target.config.pad_token_id if target.config.pad_token_id is not None else 0

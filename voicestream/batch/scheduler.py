@@ -40,7 +40,7 @@ from ..spec.constraint import TokenConstraint
 from ..spec.decoder import TokenChunk, default_stop_ids, validate_prompt
 from ..spec.stats import GenerationStats
 from .session import Request, SessionState
-from .slots import SlotModel
+from .slots import SlotModel, UnsupportedModelError
 
 __all__ = ["BatchConfig", "BatchedDecoder"]
 
@@ -118,6 +118,13 @@ class BatchedDecoder:
     ) -> None:
         if draft is not None and check:
             check_compatible(target, draft)
+        from ..spec.feature_draft import is_feature_draft
+
+        if is_feature_draft(draft):
+            raise UnsupportedModelError(
+                "a feature draft reads the target's hidden states, which the batched decoder does not keep; "
+                "use it with the per-session decoder (no --batch), or give the batch a draft LM"
+            )
         self.config = config or BatchConfig()
         self.target_model, self.draft_model = target.eval(), (draft.eval() if draft is not None else None)
         self.vocab_size = output_vocab_size(target)

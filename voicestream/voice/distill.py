@@ -201,7 +201,10 @@ def make_distiller(
     if kind not in ("lm", "feature"):
         raise ValueError(f"kind must be 'lm' or 'feature', got {kind!r}")
     out = Path(out)
-    target = load_causal_lm(target_dir)
+    # float32 weights whatever the checkpoint stores: the shipped voice is bf16 on disk, and
+    # bf16 matmuls are emulated (~13x slower) on CPUs without native bf16; autocast
+    # (LoopConfig.bf16) still computes in bf16 where that is fast
+    target = load_causal_lm(target_dir, dtype=torch.float32)
     vocab = VoiceVocab.from_dict(target.config.voicestream_vocab)
     saved = Trainer.saved_config(out) if resume else None
     if resume and saved is None:

@@ -28,7 +28,12 @@ __all__ = ["DEFAULT_VOICE_DIR", "package_model", "main"]
 def package_model(src: str | Path, dst: str | Path, *, dtype: torch.dtype = torch.bfloat16) -> dict:
     """Load ``src`` and save it to ``dst`` in ``dtype``; returns a summary."""
     dst = Path(dst)
-    model = load_causal_lm(src).to(dtype)
+    from ..spec.feature_draft import FeatureDraft, is_feature_draft_dir
+
+    if is_feature_draft_dir(src):  # a feature draft has no LM head of its own: not an AutoModelForCausalLM
+        model = FeatureDraft.from_pretrained(str(src), local_files_only=True).to(dtype)
+    else:
+        model = load_causal_lm(src).to(dtype)
     tmp = dst.with_name(dst.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
