@@ -175,16 +175,13 @@ def feature_kl_loss(target, draft, batch: torch.Tensor, mask: torch.Tensor, weig
     """:func:`kl_loss` for a feature draft on a plain LM: KL on the next-token distribution
     plus the smooth-L1 distance of its predicted hidden states to the target's (the voice
     version is :func:`voicestream.voice.distill.feature_distill_loss`)."""
-    from .spec.feature_draft import shift_features
+    from .spec.feature_draft import draft_inputs
 
     head = target.get_output_embeddings()
     with torch.no_grad():
         t_hidden = target.get_decoder()(input_ids=batch, attention_mask=mask).last_hidden_state
         t_logp = F.log_softmax(head(t_hidden).float(), -1)
-        feats = shift_features(t_hidden)
-        feats = feats + (torch.rand_like(feats) * 2 - 1) * feature_noise * feats.pow(2).mean().sqrt()
-        embeds = target.get_input_embeddings()(batch)
-    d_hidden = draft(feats, embeds)
+    d_hidden = draft(*draft_inputs(target, batch, t_hidden, feature_noise))
     d_logp = F.log_softmax(head(d_hidden).float(), -1)
     kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)
     reg = F.smooth_l1_loss(d_hidden, t_hidden, reduction="none").mean(-1)

@@ -170,6 +170,19 @@ def shift_features(target_states: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.zeros_like(target_states[:, :1]), target_states[:, :-1]], 1)
 
 
+@torch.no_grad()
+def draft_inputs(
+    target: torch.nn.Module, ids: torch.Tensor, target_states: torch.Tensor, noise: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training inputs of a feature draft for ``ids`` (B, T): the target's states one position
+    back, plus uniform noise of ``noise`` times their RMS (so the draft tolerates its own
+    imperfect states when it drafts ahead), and the token embeddings."""
+    feats = shift_features(target_states)
+    if noise > 0:
+        feats = feats + (torch.rand_like(feats) * 2 - 1) * noise * feats.pow(2).mean().sqrt()
+    return feats, target.get_input_embeddings()(ids)
+
+
 def is_feature_draft(model: object) -> bool:
     return isinstance(model, FeatureDraft)
 

@@ -37,18 +37,22 @@ __all__ = ["distill_loss", "feature_distill_loss", "main", "make_distiller", "me
 
 
 def _frozen(target: torch.nn.Module):
-    """``target`` in eval mode without gradients; returns a hook that moves it to a batch's device."""
+    """``target`` in eval mode without gradients; returns ``states(batch)`` -> (its final
+    hidden states, its LM head weight), computed on the batch's device without grad."""
     target.eval()
     moved: list[torch.device] = []
     for p in target.parameters():
         p.requires_grad_(False)
 
-    def follow(dev: torch.device) -> None:
-        if not moved or moved[0] != dev:  # the frozen target follows the batches' device
-            target.to(dev)
-            moved[:] = [dev]
+    def states(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = batch["input_ids"]
+        if not moved or moved[0] != ids.device:  # the frozen target follows the batches' device
+            target.to(ids.device)
+            moved[:] = [ids.device]
+        with torch.no_grad():
+            return hidden_and_head(target, ids, batch["attention_mask"])
 
-    return follow
+    return states
 
 
 def _match_target(batch: dict, vocab: VoiceVocab, t_hidden, t_head, d_hidden, d_head, temperature: float,
@@ -89,14 +93,11 @@ def _match_target(batch: dict, vocab: VoiceVocab, t_hidden, t_head, d_hidden, d_
 
 def distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: float = 1.0, ce_weight: float = 0.0):
     """Loss function for :class:`Trainer` training a draft LM against a frozen ``target``."""
-    follow = _frozen(target)
+    target_states = _frozen(target)
 
     def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        follow(batch["input_ids"].device)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        with torch.no_grad():
-            t_hidden, t_head = hidden_and_head(target, ids, mask)
-        d_hidden, d_head = hidden_and_head(model, ids, mask)
+        t_hidden, t_head = target_states(batch)
+        d_hidden, d_head = hidden_and_head(model, batch["input_ids"], batch["attention_mask"])
         return _match_target(batch, vocab, t_hidden, t_head, d_hidden, d_head, temperature, ce_weight)
 
     return loss_fn
@@ -109,21 +110,13 @@ def feature_distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperat
     RMS, so it tolerates its own imperfect states when drafting ahead) and is scored on the
     target's next-token distribution (KL, as for a draft LM) plus ``regression_weight`` times
     the smooth-L1 distance of its predicted states to the target's."""
-    from ..spec.feature_draft import shift_features
+    from ..spec.feature_draft import draft_inputs
 
-    follow = _frozen(target)
+    target_states = _frozen(target)
 
     def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        follow(batch["input_ids"].device)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        with torch.no_grad():
-            t_hidden, t_head = hidden_and_head(target, ids, mask)
-            embeds = target.get_input_embeddings()(ids)
-            feats = shift_features(t_hidden)
-            if model.training and feature_noise > 0:
-                rms = feats.pow(2).mean().sqrt()
-                feats = feats + (torch.rand_like(feats) * 2 - 1) * feature_noise * rms
-        d_hidden = model(feats, embeds)
+        t_hidden, t_head = target_states(batch)
+        d_hidden = model(*draft_inputs(target, batch["input_ids"], t_hidden, feature_noise if model.training else 0.0))
         loss, metrics = _match_target(batch, vocab, t_hidden, t_head, d_hidden, t_head, temperature, ce_weight)
         w = (batch["weights"] == 1.0).float()[..., None]
         reg = (F.smooth_l1_loss(d_hidden, t_hidden, reduction="none") * w).sum() / (w.sum() * d_hidden.shape[-1]).clamp_min(1)
