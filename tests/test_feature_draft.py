@@ -95,7 +95,7 @@ def test_greedy_output_is_the_targets_token_for_token(pipelined):
 def test_a_draft_that_knows_the_target_is_accepted():
     """Sanity of the whole path: a feature draft trained briefly on the target's own states
     gets drafted tokens accepted (a random one gets almost none)."""
-    from voicestream.distill import feature_kl_loss
+    from voicestream.distill import kl_loss
 
     target, _ = _pair(seed=4, dtype=torch.float32)
     with torch.no_grad():
@@ -110,7 +110,7 @@ def test_a_draft_that_knows_the_target_is_accepted():
     opt = torch.optim.AdamW(draft.parameters(), lr=3e-3)
     draft.train()
     for _ in range(150):
-        loss = feature_kl_loss(target, draft, data, torch.ones_like(data), torch.ones(data.shape, dtype=torch.float32))
+        loss = kl_loss(target, draft, None, data, torch.ones_like(data), [], torch.ones(data.shape, dtype=torch.float32))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -170,11 +170,10 @@ def grammar_states(voice, seqs: list[list[int]], width: int) -> torch.Tensor:
     return states
 
 
-def feature_kl_loss(target, draft, batch: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
-                    *, feature_noise: float = 0.1) -> torch.Tensor:
-    """:func:`kl_loss` for a feature draft on a plain LM: KL on the next-token distribution
-    plus the smooth-L1 distance of its predicted hidden states to the target's (the voice
-    version is :func:`voicestream.voice.distill.feature_distill_loss`)."""
+def _feature_log_probs(target, draft, batch: torch.Tensor, mask: torch.Tensor, *, feature_noise: float = 0.1):
+    """A feature draft on a plain LM: (target log-probs, draft log-probs, per-position
+    smooth-L1 distance of its predicted hidden states to the target's). The voice version
+    is :func:`voicestream.voice.distill.feature_distill_loss`."""
     from .spec.feature_draft import draft_inputs
 
     head = target.get_output_embeddings()
@@ -183,9 +182,7 @@ def feature_kl_loss(target, draft, batch: torch.Tensor, mask: torch.Tensor, weig
         t_logp = F.log_softmax(head(t_hidden).float(), -1)
     d_hidden = draft(*draft_inputs(target, batch, t_hidden, feature_noise))
     d_logp = F.log_softmax(head(d_hidden).float(), -1)
-    kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)
-    reg = F.smooth_l1_loss(d_hidden, t_hidden, reduction="none").mean(-1)
-    return ((kl + reg) * weights).sum() / weights.sum().clamp(min=1.0)
+    return t_logp, d_logp, F.smooth_l1_loss(d_hidden, t_hidden, reduction="none").mean(-1)
 
 
 def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]],
@@ -197,7 +194,8 @@ def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs:
     matter), through the voice trainer's slot-restricted projection
     (:func:`voicestream.voice.distill.distill_loss`): in-frame positions project onto their
     codebook's head rows only (six of every seven audio positions skip ~85 % of the head's
-    matmul and never build full-vocabulary logits).
+    matmul and never build full-vocabulary logits). A feature draft adds the distance of its
+    predicted hidden states to the target's.
     """
     from .spec.feature_draft import is_feature_draft
 
@@ -212,12 +210,14 @@ def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs:
                                               "states": states, "weights": shifted})
         return loss
     if is_feature_draft(draft):
-        return feature_kl_loss(target, draft, batch, mask, weights)
-    with torch.no_grad():
-        t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
-    d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)
+        t_logp, d_logp, extra = _feature_log_probs(target, draft, batch, mask)
+    else:
+        with torch.no_grad():
+            t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
+        d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)
+        extra = 0.0
     kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)  # per position
-    return (kl * weights).sum() / weights.sum().clamp(min=1.0)
+    return ((kl + extra) * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 def distill(args: argparse.Namespace) -> dict:

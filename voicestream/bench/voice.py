@@ -31,7 +31,6 @@ class Run:
     weights: str
     draft: str | None
     tokens: int = 0
-    codec_tokens: int = 0
     seconds: float = 0.0
     audio_s: float = 0.0
     target_forwards: int = 0
@@ -60,7 +59,6 @@ def _speak(voice, text: str, run: Run) -> None:
     run.seconds += time.perf_counter() - t0
     run.outputs.append(hashlib.sha1(b"".join(p.tobytes() for p in pcm)).hexdigest())
     run.tokens += st.lm_tokens
-    run.codec_tokens += st.codec_tokens
     run.audio_s += st.audio_s
     run.ttfa.append(st.ttfa_s or 0.0)
     gen = st.generation if isinstance(st.generation, dict) else {}
@@ -93,8 +91,7 @@ def bench(args: argparse.Namespace) -> dict:
         for text in tqdm(sentences, desc="bench voice", unit="sentence", disable=args.json):
             for run, voice in runs:
                 _speak(voice, text, run)
-    base = next(r for r, _ in runs if r.draft is None and r.weights == "fp32") if any(
-        r.draft is None and r.weights == "fp32" for r, _ in runs) else runs[0][0]
+    base = next((r for r, _ in runs if r.draft is None and r.weights == "fp32"), runs[0][0])
     rows = []
     for r, _ in runs:
         row = r.row(base)

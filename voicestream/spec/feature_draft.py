@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .lean_runner import apply_rope
+from .compat import IncompatibleModelsError, output_vocab_size
+from .lean_runner import apply_rope, rms_norm
 
 MODEL_TYPE = "voicestream_feature_draft"
 
@@ -70,16 +71,11 @@ class FeatureDraftConfig(PretrainedConfig):
             intermediate_size=tc.intermediate_size,
             rms_norm_eps=tc.rms_norm_eps,
             rope_theta=float(theta),
-            vocab_size=target.get_output_embeddings().weight.shape[0],
+            vocab_size=output_vocab_size(target),
             max_position_embeddings=getattr(tc, "max_position_embeddings", 4096),
         )
         kw.update(overrides)
         return cls(**kw)
-
-
-def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    xf = x.float()
-    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 class FeatureDraft(PreTrainedModel):
@@ -140,7 +136,7 @@ class FeatureDraft(PreTrainedModel):
         b, t, _ = features.shape
         hd = cfg.head_dim
         x = self.fc(torch.cat([features, token_embeds], -1))
-        h = _rms(x, self.input_norm, cfg.rms_norm_eps)
+        h = rms_norm(x, self.input_norm, cfg.rms_norm_eps)
         q = self.q_proj(h).view(b, t, cfg.num_attention_heads, hd).transpose(1, 2)
         k = self.k_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
         v = self.v_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
@@ -153,9 +149,9 @@ class FeatureDraft(PreTrainedModel):
             keys, values = torch.cat([kv[0], k], 2), torch.cat([kv[1], v], 2)
             att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
         x = x + self.o_proj(att.transpose(1, 2).reshape(b, t, -1))
-        h = _rms(x, self.post_norm, cfg.rms_norm_eps)
+        h = rms_norm(x, self.post_norm, cfg.rms_norm_eps)
         x = x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
-        return _rms(x, self.final_norm, cfg.rms_norm_eps), k, v
+        return rms_norm(x, self.final_norm, cfg.rms_norm_eps), k, v
 
     def forward(self, features: torch.Tensor, token_embeds: torch.Tensor) -> torch.Tensor:
         """Training: ``features[:, j]`` is the target's state at j-1 (zeros at 0), ``token_embeds[:, j]``
@@ -203,9 +199,7 @@ def load_feature_draft(
 
 def check_feature_draft(target: torch.nn.Module, draft: FeatureDraft) -> None:
     """A feature draft fits only a target of its width and vocabulary."""
-    from .compat import IncompatibleModelsError
-
-    tv = target.get_output_embeddings().weight.shape[0]
+    tv = output_vocab_size(target)
     if draft.config.hidden_size != target.config.hidden_size or draft.config.vocab_size != tv:
         raise IncompatibleModelsError(
             f"feature draft (hidden {draft.config.hidden_size}, vocab {draft.config.vocab_size}) does not fit a "

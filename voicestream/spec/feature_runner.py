@@ -68,10 +68,6 @@ class FeatureDraftRunner:
             self._last_logits = None
 
     # --- the forward --------------------------------------------------------------------
-    def _exact_upto(self, seq: Sequence[int]) -> int:
-        """How many leading positions of ``seq`` have the target's exact state."""
-        return self.target.common_prefix(seq)
-
     def _run(self, tokens: list[int], feats: torch.Tensor) -> torch.Tensor:
         """Entries for ``tokens`` after the cached ones; ``feats`` (k, H) their state inputs."""
         start, k = len(self.tokens), len(tokens)
@@ -89,18 +85,13 @@ class FeatureDraftRunner:
         self.forwards += 1
         return pred[0]
 
-    def _state_before(self, j: int, exact_upto: int) -> tuple[torch.Tensor, bool]:
-        """The state input of entry ``j``: zeros at 0, the target's where known, else predicted."""
-        if j == 0:
-            return torch.zeros(self.model.config.hidden_size, dtype=self._dtype, device=self.device), True
-        if j - 1 < exact_upto:
-            return self.target.features(j)[j - 1], True
-        return self._pred[j - 1], False
-
-    def _feed(self, seq: Sequence[int], start: int, span: tuple[int, int] | None = None) -> torch.Tensor:
-        """Entries start..len(seq)-1; one forward for those with exact states, then one each."""
-        exact_upto = self._exact_upto(seq)
-        n_exact = max(0, min(len(seq), exact_upto + 1) - start)  # entries whose state input is exact
+    def _feed(
+        self, seq: Sequence[int], start: int, exact_upto: int, span: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Entries start..len(seq)-1, where the target has the exact states of ``seq``'s first
+        ``exact_upto`` positions: one forward for the entries whose state input is exact, then
+        one each for the rest, on the state the entry before predicted."""
+        n_exact = max(0, min(len(seq), exact_upto + 1) - start)
         pred = None
         if n_exact:
             feats = self.target.features(start + n_exact - 1)[max(start - 1, 0) :]
@@ -108,10 +99,9 @@ class FeatureDraftRunner:
                 feats = torch.cat([torch.zeros_like(feats[:1]), feats], 0)
             pred = self._run(list(seq[start : start + n_exact]), feats[:n_exact])
             self.exact.extend([True] * n_exact)
-        for j in range(start + n_exact, len(seq)):
-            state, exact = self._state_before(j, exact_upto)
-            pred = self._run([int(seq[j])], state[None])
-            self.exact.append(exact)
+        for j in range(start + n_exact, len(seq)):  # j > exact_upto >= 0: entry j-1 exists
+            pred = self._run([int(seq[j])], self._pred[j - 1 : j])
+            self.exact.append(False)
         assert pred is not None
         logits = self.target.lean.logits(pred[-1:].to(self.target.lean.dtype), span)
         self._last_logits = logits[-1]
@@ -124,14 +114,14 @@ class FeatureDraftRunner:
             raise ValueError("advance_to() needs a non-empty sequence")
         keep = 0
         n = min(len(self.tokens), len(seq))
-        exact_upto = self._exact_upto(seq)
+        exact_upto = self.target.common_prefix(seq)  # leading positions with the target's exact state
         while keep < n and self.tokens[keep] == seq[keep] and (self.exact[keep] or keep - 1 >= exact_upto):
             keep += 1
         if keep == len(seq) == len(self.tokens) and self._last_logits is not None:
             return self._last_logits
         keep = min(keep, len(seq) - 1)
         self.rollback(keep)
-        return self._feed(seq, keep, span)[-1]
+        return self._feed(seq, keep, exact_upto, span)[-1]
 
     def extend(
         self, tokens: Sequence[int], *, last_only: bool = False, span: tuple[int, int] | None = None
@@ -140,7 +130,8 @@ class FeatureDraftRunner:
         ``span``'s ids computed when given)."""
         if not tokens:
             raise ValueError("extend() needs at least one token")
-        return self._feed(self.tokens + [int(t) for t in tokens], len(self.tokens), span)
+        seq = self.tokens + [int(t) for t in tokens]
+        return self._feed(seq, len(self.tokens), self.target.common_prefix(seq), span)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -126,7 +126,7 @@ class LeanModel:
         self.norm = inner.norm.weight.to(self.dtype)
         self.rotary = inner.rotary_emb
         self._cos = self._sin = None
-        self._rope_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the shared RoPE table and the span heads
         self.versions = self._versions(model)
 
     @staticmethod
@@ -143,7 +143,7 @@ class LeanModel:
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin at ``positions`` (B, q) -> (B, 1, q, head_dim) each."""
         n = int(positions.max()) + 1
-        with self._rope_lock:  # several generations may grow the shared table at once
+        with self._lock:  # several generations may grow the shared table at once
             if self._cos is None or self._cos.shape[0] < n:
                 size = max(n, 2 * (self._cos.shape[0] if self._cos is not None else 0), 512)
                 pos = torch.arange(size, device=self.device)[None]
@@ -184,7 +184,7 @@ class LeanModel:
         return out
 
     def _head_rows(self, lo: int, hi: int) -> Linear:
-        with self._rope_lock:
+        with self._lock:
             found = self._heads.get((lo, hi))
             if found is None:
                 if len(self._heads) > 64:  # a handful of spans (one per codebook) in practice

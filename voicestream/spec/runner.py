@@ -90,8 +90,10 @@ class ModelRunner:
 
     def common_prefix(self, seq: Sequence[int]) -> int:
         n = min(len(self.tokens), len(seq))
-        i = 0
         toks = self.tokens
+        if toks[:n] == list(seq[:n]):  # the usual case, compared at C speed (called every step)
+            return n
+        i = 0
         while i < n and toks[i] == seq[i]:
             i += 1
         return i

@@ -211,11 +211,11 @@ class Voice:
         # alike, and the models stay plain (so the draft can take the lean forward path)
         self.target = target.eval()
         self.draft = draft.eval() if draft is not None else None
-        # weights: the lean forward's format (fp32 | int8 | auto); int8 runs plain decoding
-        # ~1.6x faster on an AVX2 CPU, but verifying a chunk quantises its rows together, so
+        # weights: the lean forward's format (fp32 | int8 | auto); int8 ran plain decoding
+        # 1.34x faster on an AVX2 CPU, but verifying a chunk quantises its rows together, so
         # greedy speculative output is no longer bit-identical to plain (see spec/quant.py)
         self.weights = set_lean_weights(self.target, weights)
-        if self.draft is not None and self.draft is not self.target:
+        if self.draft is not None:
             set_lean_weights(self.draft, weights)
         # batch (a BatchConfig): all utterances share one batched decoder (voicestream.batch)
         # lean_target: our own Llama voice LMs take the lean forward (the batched decoder
