@@ -15,6 +15,7 @@ from voicestream.batch import BatchConfig, BatchedDecoder, SlotModel, Unsupporte
 from voicestream.config import SamplingConfig, SpecConfig
 from voicestream.models import random_llama, refined_pair
 from voicestream.spec import SpeculativeDecoder
+from voicestream.spec.lean_runner import LeanLlamaRunner
 from voicestream.spec.runner import ModelRunner
 
 from conftest import collect, hf_greedy
@@ -67,7 +68,8 @@ def test_slot_model_ragged_forward_equals_single_sequence_forward(pair64):
         sm.add()
     first = sm.forward([0, 1, 2], [s[:3] for s in seqs])
     second = sm.forward([2, 0], [seqs[2][3:], seqs[0][3:]])  # scattered slots, ragged lengths
-    ref = [ModelRunner(target).extend(s).detach() for s in seqs]
+    ref = [LeanLlamaRunner(target).extend(s).detach() for s in seqs]  # same numerics as the slots
+    torch.testing.assert_close(ref[2], ModelRunner(target).extend(seqs[2]), rtol=0, atol=1e-6)  # transformers'
     for i in range(3):
         torch.testing.assert_close(first[i], ref[i][:3], rtol=0, atol=1e-10)
     torch.testing.assert_close(second[0], ref[2][3:], rtol=0, atol=1e-10)
@@ -76,11 +78,11 @@ def test_slot_model_ragged_forward_equals_single_sequence_forward(pair64):
     sm.truncate(0, 5)
     last = sm.forward([0, 1], [[8, 8], []], last_only=True)
     assert last[1] is None
-    torch.testing.assert_close(last[0], ModelRunner(target).extend(seqs[0][:5] + [8, 8])[-1], rtol=0, atol=1e-10)
+    torch.testing.assert_close(last[0], LeanLlamaRunner(target).extend(seqs[0][:5] + [8, 8])[-1], rtol=0, atol=1e-10)
     # freeing slot 0 moves the last slot into it, keys and all
     assert sm.remove(0) == 2 and sm.lengths == [30, 2]
     moved = sm.forward([0], [[5]], last_only=True)[0]
-    torch.testing.assert_close(moved, ModelRunner(target).extend(seqs[2] + [5])[-1], rtol=0, atol=1e-10)
+    torch.testing.assert_close(moved, LeanLlamaRunner(target).extend(seqs[2] + [5])[-1], rtol=0, atol=1e-10)
     with pytest.raises(ValueError):
         sm.truncate(1, 3)  # cannot keep more than it holds
 

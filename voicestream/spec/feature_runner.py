@@ -10,13 +10,59 @@ from the target's true state. Same verbs as :class:`~voicestream.spec.runner.Mod
 """
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .feature_draft import FeatureDraft
-from .lean_runner import LeanLlamaRunner
+from .lean_runner import WEIGHTS_ATTR, Geometry, LeanLayer, LeanLlamaRunner, SequenceKV
+from .quant import Linear, make_linear
+
+
+class LeanFeatureDraft:
+    """A :class:`FeatureDraft`'s weights in the lean forward's form (fused, norm-folded,
+    int8 when the draft's weight format says so): the draft runs once per drafted token,
+    so its step must cost a small fraction of a target forward. Built once per model and
+    shared by every generation; rebuilt when the parameters or weight format change."""
+
+    _cache: "weakref.WeakKeyDictionary[FeatureDraft, LeanFeatureDraft]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, draft: FeatureDraft) -> None:
+        cfg = draft.config
+        self.model = draft
+        self.weights = getattr(draft, WEIGHTS_ATTR, "fp32")
+        self.dtype = torch.float32 if self.weights == "int8" else draft.fc.weight.dtype
+        self.geo = Geometry(cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps)
+        with torch.no_grad():
+            self.fc: Linear = make_linear(self.weights, draft.fc.weight)
+            self.layer = LeanLayer(self.geo, self.weights, q=draft.q_proj, k=draft.k_proj, v=draft.v_proj,
+                                   o=draft.o_proj, gate=draft.gate_proj, up=draft.up_proj, down=draft.down_proj,
+                                   in_norm=draft.input_norm, post_norm=draft.post_norm)
+            self.final_norm = draft.final_norm.detach().to(self.dtype)
+        self.versions = self._versions(draft)
+
+    @staticmethod
+    def _versions(draft: FeatureDraft) -> tuple:
+        return (getattr(draft, WEIGHTS_ATTR, "fp32"), *(p._version for p in draft.parameters()))
+
+    @classmethod
+    def of(cls, draft: FeatureDraft) -> "LeanFeatureDraft":
+        found = cls._cache.get(draft)
+        if found is None or found.versions != cls._versions(draft):
+            found = cls._cache[draft] = cls(draft)
+        return found
+
+    def step(self, feats: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
+             kv: SequenceKV) -> torch.Tensor:
+        """Predicted (normed) target states (B, q, H) for state inputs ``feats`` and token
+        ``embeds`` (B, q, H each); the step's keys and values go to ``kv``."""
+        cos, sin = self.model.rope(positions)  # (B, 1, q, hd)
+        cos, sin = cos.transpose(1, 2).to(self.dtype), sin.transpose(1, 2).to(self.dtype)
+        x = self.fc(torch.cat([feats, embeds], -1).to(self.dtype))
+        x = self.layer(x, cos, sin, mask, kv, 0)
+        return F.rms_norm(x, (x.shape[-1],), self.final_norm, self.geo.eps)
 
 
 class FeatureDraftRunner:
@@ -26,6 +72,7 @@ class FeatureDraftRunner:
         if not isinstance(target, LeanLlamaRunner):
             raise TypeError("a feature draft needs the target on the lean forward (a Llama/Qwen2/Mistral target)")
         self.model = draft
+        self.lean = LeanFeatureDraft.of(draft)
         self.target = target
         self.device = target.device
         self.embed = target.lean.embed
@@ -33,8 +80,8 @@ class FeatureDraftRunner:
         self.exact: list[bool] = []  # entry j was built on the target's own state at j-1
         self.forwards = 0
         cfg = draft.config
-        self._dtype = draft.fc.weight.dtype
-        self._kv_shape = (1, cfg.num_key_value_heads, 0, cfg.head_dim)
+        self._dtype = self.lean.dtype
+        self._kv_shape = (1, 1, cfg.num_key_value_heads, 0, cfg.head_dim)  # (layer, batch, heads, T, hd)
         self._k = self._v = self._pred = None
         self._capacity = 0
         self._last_logits: torch.Tensor | None = None
@@ -44,13 +91,14 @@ class FeatureDraftRunner:
         if self._k is not None and self._capacity >= n:
             return
         cap = max(n, 2 * self._capacity, 256)
-        b, h, _, d = self._kv_shape
-        k = torch.zeros(b, h, cap, d, dtype=self._dtype, device=self.device)
+        n, b, h, _, d = self._kv_shape
+        k = torch.zeros(n, b, h, cap, d, dtype=self._dtype, device=self.device)
         v = torch.zeros_like(k)
         pred = torch.zeros(cap, self.model.config.hidden_size, dtype=self._dtype, device=self.device)
         if self._k is not None:
             used = len(self.tokens)
-            k[:, :, :used], v[:, :, :used], pred[:used] = self._k[:, :, :used], self._v[:, :, :used], self._pred[:used]
+            k[..., :used, :], v[..., :used, :], pred[:used] = (
+                self._k[..., :used, :], self._v[..., :used, :], self._pred[:used])
         self._k, self._v, self._pred, self._capacity = k, v, pred, cap
 
     def release(self) -> None:
@@ -74,12 +122,10 @@ class FeatureDraftRunner:
         end = start + k
         self._ensure(end)
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
-        emb = F.embedding(ids, self.embed).to(self._dtype)[None]
+        emb = F.embedding(ids, self.embed)[None]
         positions = torch.arange(start, end, device=self.device)[None]
         mask = torch.ones(k, end, dtype=torch.bool, device=self.device).tril(start) if k > 1 else None
-        past = (self._k[:, :, :start], self._v[:, :, :start])
-        pred, kk, vv = self.model.layer(feats.to(self._dtype)[None], emb, positions, kv=past, mask=mask)
-        self._k[:, :, start:end], self._v[:, :, start:end] = kk, vv
+        pred = self.lean.step(feats[None], emb, positions, mask, SequenceKV(self._k, self._v, start, end))
         self._pred[start:end] = pred[0]
         self.tokens.extend(tokens)
         self.forwards += 1
