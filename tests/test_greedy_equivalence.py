@@ -35,7 +35,7 @@ def test_greedy_with_poor_draft_and_adaptive_length(tiny_target, pipelined):
     """An unrelated draft is rejected constantly: every correction path must stay exact."""
     bad_draft = random_llama(vocab_size=128, hidden_size=32, num_layers=1, num_heads=2, seed=99)
     dec = SpeculativeDecoder(tiny_target, bad_draft)
-    for policy in ("heuristic", "confidence"):
+    for policy in ("heuristic", "confidence") + (() if pipelined else ("cost",)):
         for threshold in (ALWAYS, 0.25):  # always speculate / speculate while it pays
             cfg = SpecConfig(
                 gamma=4, draft_length=policy, pipelined=pipelined, max_new_tokens=40, speculate_threshold=threshold

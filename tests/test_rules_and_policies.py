@@ -6,7 +6,7 @@ import pytest
 from voicestream.cli import main as cli_main
 from voicestream.config import SamplingConfig, SpecConfig
 from voicestream.spec import GenerationStats, SpeculativeDecoder
-from voicestream.spec.draft_length import DraftLength
+from voicestream.spec.draft_length import CostModel, DraftLength
 
 from conftest import collect, hf_greedy
 
@@ -60,6 +60,38 @@ def test_heuristic_draft_length_grows_and_shrinks():
     fixed = DraftLength(SpecConfig(gamma=3, draft_length="fixed"))
     fixed.update(0, 3)
     assert fixed.gamma == 3
+
+
+def test_cost_policy_drafts_long_where_the_target_is_dear_and_not_at_all_where_it_is_cheap():
+    """GPU-like costs (target = 20 draft steps, rows free) favour long drafts; CPU-like ones
+    (target = 3 draft steps, each row a third of a step) a plain step, probed now and then."""
+    ctl = DraftLength(SpecConfig(gamma=4, gamma_min=1, gamma_max=8, draft_length="cost"))
+    assert ctl.gamma == 0  # first a plain step, to time it
+    ctl.timed_plain(0.020)
+    assert ctl.gamma == 1  # then a draft, to time that
+    for _ in range(6):
+        ctl.timed_chunk(draft_s=0.001 * ctl.gamma, drafted=ctl.gamma, verify_s=0.020, rows=ctl.gamma + 1,
+                        accepted=ctl.gamma - (ctl.gamma > 2))  # ~0.8 acceptance
+    assert ctl.gamma >= 4
+    # acceptance collapses: drafts shrink
+    for _ in range(6):
+        ctl.timed_chunk(draft_s=0.001 * ctl.gamma, drafted=ctl.gamma, verify_s=0.020, rows=ctl.gamma + 1, accepted=0)
+    assert ctl.gamma <= 2
+
+    cpu = CostModel(probe_every=4)
+    cpu.observe_plain(0.0015)
+    cpu.observe_chunk(draft_s=0.002, drafted=4, verify_s=0.0035, rows=5, accepted=1)
+    choices = [cpu.choose(1, 8) for _ in range(4)]
+    assert choices == [0, 0, 0, 1]  # plain, then a 1-token probe
+    cpu.observe_chunk(draft_s=0.0005, drafted=1, verify_s=0.0025, rows=2, accepted=0)  # the probe fails
+    choices = [cpu.choose(1, 8) for _ in range(8)]
+    assert choices == [0] * 7 + [1]  # ... so the next one comes after twice as many plain steps
+    assert cpu.rate(0) > cpu.rate(1) > cpu.rate(4)
+
+
+def test_cost_policy_is_sequential_only():
+    with pytest.raises(ValueError, match="sequential"):
+        SpecConfig(draft_length="cost", pipelined=True)
 
 
 def test_confidence_policy_stops_drafting_early(tiny_target, tiny_draft):

@@ -138,22 +138,23 @@ SAMPLERS = {
 }
 
 
-@pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined"])
+MODES = {
+    "sequential": dict(gamma=2, draft_length="fixed"),
+    # pipelined: gamma=1 gives 2-token chunks, so the 3rd token goes through speculation
+    "pipelined": dict(gamma=1, draft_length="fixed", pipelined=True, speculate_threshold=0.0),
+    # the cost policy's first step is the target's alone (to time it), the next a draft
+    "cost-policy": dict(gamma=1, draft_length="cost"),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
-def test_decoder_matches_target_sampling_distribution(e2e_models, sampler, pipelined):
+def test_decoder_matches_target_sampling_distribution(e2e_models, sampler, mode):
     target, draft = e2e_models
     scfg = SAMPLERS[sampler]
     exact = _exact_distribution(target, scfg)
     dec = SpeculativeDecoder(target, draft, check=False)
-    # pipelined: gamma=1 gives 2-token chunks, so the 3rd token goes through speculation
-    cfg = SpecConfig(
-        rule="sampling",
-        sampling=scfg,
-        gamma=1 if pipelined else 2,
-        draft_length="fixed",
-        pipelined=pipelined,
-        speculate_threshold=0.0,
-    )
+    cfg = SpecConfig(rule="sampling", sampling=scfg, **MODES[mode])
     n = 2000
     counts = _sample(dec, cfg, n)
     stat, dof = chi_square(counts, exact, n)

@@ -164,7 +164,7 @@ def test_bf16_autocast_defaults_to_what_the_device_computes_natively():
     assert loop_overrides(ap.parse_args([]))["bf16"] == native_bf16("cpu")
     assert loop_overrides(ap.parse_args(["--bf16"]))["bf16"] is True
     assert loop_overrides(ap.parse_args(["--no-bf16"]))["bf16"] is False
-    assert compute_dtype("cpu") == (torch.bfloat16 if native_bf16("cpu") else torch.float32)
+    assert compute_dtype("cpu") == torch.float32  # decoding: few rows per step, row-invariant results
     assert native_bf16("meta") is False
 
 

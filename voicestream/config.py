@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
 AcceptanceRule = Literal["greedy", "topk", "sampling", "ssd"]
-DraftLengthPolicy = Literal["fixed", "heuristic", "confidence"]
+DraftLengthPolicy = Literal["fixed", "heuristic", "confidence", "cost"]
 
 RULES: tuple[str, ...] = ("greedy", "topk", "sampling", "ssd")
-POLICIES: tuple[str, ...] = ("fixed", "heuristic", "confidence")
+POLICIES: tuple[str, ...] = ("fixed", "heuristic", "confidence", "cost")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ class SpecConfig:
       * ``ssd``      -- SSD tolerance rule (arXiv 2505.15380): accept when
                         r < min(1, p/q) + ``beta``; ``beta = 0`` is exactly ``sampling``.
     gamma is the initial draft length; the draft-length policy moves it inside
-    [gamma_min, gamma_max]. ``pipelined`` overlaps drafting chunk i+1 with verifying chunk i,
+    [gamma_min, gamma_max] (``cost``: from measured step times, and down to 0 -- a plain
+    target step -- when drafting does not pay; sequential mode only). ``pipelined`` overlaps drafting chunk i+1 with verifying chunk i,
     while the running rate of fully accepted chunks stays >= ``speculate_threshold``
     (0 = always speculate, the right choice when draft and target do not share cores, as
     on a GPU; on a 2-core CPU wasted speculation steals the target's core).
@@ -88,6 +89,9 @@ class SpecConfig:
             raise ValueError(
                 f"need 1 <= gamma_min <= gamma <= gamma_max, got {self.gamma_min}, {self.gamma}, {self.gamma_max}"
             )
+        if self.draft_length == "cost" and self.pipelined:
+            raise ValueError("draft_length 'cost' times sequential steps; pipelined mode overlaps them (use "
+                             "'heuristic' there)")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.topk_tolerance < 1:

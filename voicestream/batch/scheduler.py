@@ -157,7 +157,10 @@ class BatchedDecoder:
     ) -> Request:
         """Queue a generation; it joins the batch at the next tick."""
         prompt = validate_prompt(prompt, self.vocab_size)
-        req = Request(prompt, cfg or SpecConfig(), constraint, cancel, stats or GenerationStats())
+        cfg = cfg or SpecConfig()
+        if cfg.draft_length == "cost":  # a batch forward is shared: its time says nothing of one session's draft
+            cfg = cfg.with_(draft_length="heuristic")
+        req = Request(prompt, cfg, constraint, cancel, stats or GenerationStats())
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batched decoder is closed")

@@ -219,7 +219,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-threads", type=int, default=1, help="CPU threads of the draft lane (pipelined)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["auto", "bfloat16", "float32", "float16"], default="auto",
-                   help="auto: bfloat16 where the CPU computes it natively, else float32")
+                   help="auto: voicestream.models.compute_dtype (float32 on a CPU)")
     p.add_argument(
         "--no-compare-draft-length", dest="compare_draft_length", action="store_false",
         help="skip the fixed/heuristic/confidence comparison rows",

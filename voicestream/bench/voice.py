@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from ..config import POLICIES
+
 DEFAULT_SENTENCES = (
     "The quick brown fox jumps over the lazy dog near the river bank.",
     "Please call me back when you get this message.",
@@ -49,10 +51,12 @@ class Run:
         }
 
 
-def _speak(voice, text: str, run: Run) -> None:
+def _speak(voice, text: str, run: Run, policy: str | None) -> None:
     from ..voice.synthesize import SynthesisStats
 
     cfg = voice.spec_config.with_(max_new_tokens=voice.max_new_tokens_for(text))
+    if policy is not None:
+        cfg = cfg.with_(draft_length=policy)
     st = SynthesisStats()
     t0 = time.perf_counter()
     pcm = list(voice.stream(text, cfg, stats=st))
@@ -77,37 +81,40 @@ def bench(args: argparse.Namespace) -> dict:
         if spec == "default" and default_draft is None:
             continue  # --target without a built-in draft: only the drafts named
         drafts[spec] = str(default_draft) if spec == "default" else spec
-    runs: list[tuple[Run, Voice]] = []
+    runs: list[tuple[Run, Voice, str | None]] = []
     for weights in args.weights:
         target = load_causal_lm(target_dir, dtype=torch.float32)  # one copy per format: the format lives on the model
         for name, spec in drafts.items():
             draft = resolve_draft(target, spec) if spec else None
             voice = Voice(target, draft, weights=weights)
             voice.synthesize("Hello.", voice.spec_config.with_(max_new_tokens=40))  # warm-up
-            runs.append((Run(f"{'plain' if draft is None else 'spec'}-{weights}" + ("" if draft is None else f" [{name}]"),
-                             weights, spec), voice))
-    sentences = list(args.sentences or DEFAULT_SENTENCES)[: args.n]
+            if draft is None:
+                runs.append((Run(f"plain-{weights}", weights, None), voice, None))
+            for policy in (args.draft_lengths if draft is not None else ()):
+                runs.append((Run(f"spec-{weights} [{name}, {policy}]", weights, spec), voice, policy))
+    sentences = list(args.sentences or DEFAULT_SENTENCES)[: args.n] * args.repeat
     with torch.inference_mode():
         for text in tqdm(sentences, desc="bench voice", unit="sentence", disable=args.json):
-            for run, voice in runs:
-                _speak(voice, text, run)
-    base = next((r for r, _ in runs if r.draft is None and r.weights == "fp32"), runs[0][0])
+            for run, voice, policy in runs:
+                _speak(voice, text, run, policy)
+    base = next((r for r, _, _ in runs if r.draft is None and r.weights == "fp32"), runs[0][0])
     rows = []
-    for r, _ in runs:
+    for r, _, _ in runs:
         row = r.row(base)
         if r.draft is not None:  # same audio as plain decoding with the same weights?
-            plain = next(p for p, _ in runs if p.draft is None and p.weights == r.weights)
+            plain = next(p for p, _, _ in runs if p.draft is None and p.weights == r.weights)
             row["same_audio_as_plain"] = r.outputs == plain.outputs
         rows.append(row)
-    return {"target": str(target_dir), "threads": args.threads, "sentences": len(sentences), "runs": rows}
+    return {"target": str(target_dir), "threads": args.threads, "sentences": len(sentences), "runs": rows,
+            "base": base.name}
 
 
 def format_table(report: dict) -> str:
     lines = [f"target {report['target']}; {report['sentences']} sentences; {report['threads']} threads", ""]
-    head = f"{'run':<34} {'tok/s':>7} {'x plain':>8} {'tok/fwd':>8} {'RTF':>6} {'TTFA ms':>8} {'= plain':>8}"
+    head = f"{'run':<40} {'tok/s':>7} {'x ' + report['base']:>12} {'tok/fwd':>8} {'RTF':>6} {'TTFA ms':>8} {'= plain':>8}"
     lines += [head, "-" * len(head)]
     for r in report["runs"]:
-        lines.append(f"{r['name']:<34} {r['tokens_per_s']:>7.1f} {r['x_plain_fp32']:>7.2f}x "
+        lines.append(f"{r['name']:<40} {r['tokens_per_s']:>7.1f} {r['x_plain_fp32']:>11.2f}x "
                      f"{r['accepted_per_target_forward']:>8.2f} {r['rtf'] or 0:>6.2f} {r['ttfa_ms'] or 0:>8.0f} "
                      f"{ {True: 'yes', False: 'NO', None: '-'}[r.get('same_audio_as_plain')]:>8}")
     return "\n".join(lines)
@@ -119,7 +126,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="draft directories to compare (LM or feature drafts), 'default' for the built-in draft, "
                         "or self:N; plain decoding always runs")
     p.add_argument("--weights", nargs="*", choices=["fp32", "int8"], default=["fp32", "int8"])
+    p.add_argument("--draft-lengths", nargs="*", choices=list(POLICIES), default=["heuristic", "cost"],
+                   help="draft-length policies to run each draft with")
     p.add_argument("--n", type=int, default=4, help="sentences")
+    p.add_argument("--repeat", type=int, default=1, help="speak the sentences this many times (less noise)")
     p.add_argument("--sentences", nargs="*", help="sentences to speak (default: four built-in ones)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")

@@ -17,6 +17,7 @@ Under greedy rules both modes produce exactly the target's greedy tokens.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -323,6 +324,10 @@ class _Generation(Progress):
         else:
             span = legal_span(self.constraint, self.cstate)
             logits = self.target.extend(self.seq[len(self.target.tokens) :], last_only=True, span=span)[-1]
+        return self._commit([self._choose(logits)])
+
+    def _choose(self, logits: torch.Tensor) -> int:
+        """The next token from the target's logits, as plain decoding picks it."""
         seen = self.seen.mask if self.seen.active else None
         logits = constrain(logits, self.constraint, self.cstate)
         if self.cfg.sampling.greedy:
@@ -330,14 +335,35 @@ class _Generation(Progress):
         else:
             token = self.rng.sample(to_probs(logits, self.cfg.sampling, seen), RESAMPLE, len(self.seq), 0)
         self.stats.record_step(0, 0, 1)
-        return self._commit([token])
+        return token
 
     def _sequential_step(self) -> TokenChunk:
         if not self.started:
             self.started = True
             self.pending_logits = self.target.prefill(self.seq)
+        if self.length.gamma == 0:  # the cost policy found drafting does not pay here
+            t0 = time.perf_counter()
+            out = self._target_step()
+            self.length.timed_plain(time.perf_counter() - t0)
+            return out
+        t0 = time.perf_counter()
         chunk = self.draft_chunk(list(self.seq), min(self.length.gamma, self.remaining), self.epoch, None, self.cstate)
-        return self._verify_and_commit(chunk, emit_bonus=True)
+        t1 = time.perf_counter()
+        fresh = 0 if self.pending_logits is not None else len(self.seq) - len(self.target.tokens)
+        out = self._verify_and_commit(chunk, emit_bonus=True)
+        self.length.timed_chunk(t1 - t0, chunk.drafted(), time.perf_counter() - t1, fresh + len(chunk.tokens),
+                                chunk.drafted(self.last_accepted))
+        return out
+
+    def _target_step(self) -> TokenChunk:
+        """One token from the target alone, chosen as plain decoding chooses it; the logits
+        the last verification left in hand spare the forward."""
+        logits = self.pending_logits
+        if logits is None:
+            span = legal_span(self.constraint, self.cstate)
+            logits = self.target.extend(self.seq[len(self.target.tokens) :], last_only=True, span=span)[-1]
+        self.pending_logits = None  # the target has not seen the token chosen now
+        return self._commit([self._choose(logits)])
 
     def _pipelined_step(self) -> TokenChunk:
         lane = self.dec.draft_lane

@@ -2,9 +2,8 @@
 
 Run: ``python -m voicestream.voice.package --target runs/target/model --draft runs/draft/model``
 
-Why bf16: the shipped weights must stay well under 50 MB in the repository.  The voice
-computes in bf16 where the CPU does so natively and upcasts to float32 elsewhere
-(:func:`voicestream.models.compute_dtype`).  Only
+Why bf16: the shipped weights must stay well under 50 MB in the repository.  On a CPU
+the voice upcasts them to float32 to decode (:func:`voicestream.models.compute_dtype`).  Only
 ``config.json``, ``generation_config.json`` and ``model.safetensors`` are written: the
 optimiser state of a training checkpoint stays behind.
 """

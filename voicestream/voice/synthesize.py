@@ -232,8 +232,8 @@ class Voice:
     ) -> Voice:
         """Load HF-layout checkpoints (e.g. ``runs/target/model``) from disk.
 
-        ``dtype`` defaults to :func:`~voicestream.models.compute_dtype`: bf16 where the CPU
-        has native bf16, else float32 (the shipped bf16 weights are upcast on AVX2 CPUs).
+        ``dtype`` defaults to :func:`~voicestream.models.compute_dtype`: float32 on a CPU
+        (the shipped bf16 weights are upcast), bf16 on a GPU that has it.
         """
         if threads:
             torch.set_num_threads(threads)
