@@ -83,7 +83,8 @@ def test_bench_voice_compares_weight_formats_and_drafts(voice_dirs, capsys):
                      "--sentences", "Hi there.", "--threads", "1", "--weights", *weights, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     runs = {r["name"]: r for r in report["runs"]}
-    assert len(runs) == 3 * len(weights)
+    assert len(runs) == (1 + 2 * 2) * len(weights)  # plain + two drafts x two draft-length policies
+    assert {r["name"].split(", ")[-1] for r in runs.values() if r["draft"]} == {"heuristic]", "cost]"}
     assert runs["plain-fp32"]["x_plain_fp32"] == 1.0
     for r in runs.values():
         assert r["tokens_per_s"] > 0 and r["rtf"] > 0
