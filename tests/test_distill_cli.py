@@ -121,3 +121,31 @@ def test_training_data_is_generated_batched_with_each_prompts_own_randomness():
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=64)).eval()
     out = generate_data(gpt2, prompts[:2], 6, seed=0)
     assert [len(s) for s in out] == [len(p) + 6 for p in prompts[:2]]
+
+
+def test_distill_continues_from_a_given_draft_on_greedy_generations(tmp_path):
+    """--init-from starts from an existing draft (not a fresh one); --data-temperature 0 trains
+    on the target's greedy continuations, the contexts a greedy decoder drafts in."""
+    import torch
+
+    from voicestream.config import SpecConfig
+    from voicestream.models import load_causal_lm
+    from voicestream.spec import SpeculativeDecoder
+
+    target = random_llama(vocab_size=64, hidden_size=64, num_layers=3, num_heads=4, seed=7)
+    target.save_pretrained(tmp_path / "target")
+    common = ["--target", str(tmp_path / "target"), "--n-prompts", "10", "--gen-tokens", "16", "--layers", "1",
+              "--hidden", "32", "--batch", "4", "--eval-tokens", "16"]
+    assert cli_main(["distill", *common, "--out", str(tmp_path / "a"), "--steps", "15"]) == 0
+    first = load_causal_lm(tmp_path / "a" / "draft")
+    assert cli_main(["distill", *common, "--out", str(tmp_path / "b"), "--steps", "0", "--data-temperature", "0",
+                     "--init-from", str(tmp_path / "a" / "draft")]) == 0
+    second = load_causal_lm(tmp_path / "b" / "draft")
+    for p, q in zip(first.parameters(), second.parameters()):
+        assert torch.equal(p, q)  # no steps: exactly the draft it started from
+    data = torch.load(tmp_path / "b" / "data.pt")
+    dec = SpeculativeDecoder(target)
+    for seq, n in zip(data["train"][:3], data["prompt_lens"]):
+        greedy = [t for c in dec.generate(seq[:n], SpecConfig(max_new_tokens=16)) for t in c.tokens]
+        assert seq[n:] == greedy
+    dec.close()

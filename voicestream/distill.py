@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import SamplingConfig, SpecConfig
-from .models import load_causal_lm
+from .models import load_causal_lm, resolve_draft
 from .spec import GenerationStats, SpeculativeDecoder
 
 
@@ -82,15 +82,17 @@ def read_prompts(args: argparse.Namespace, vocab: int, voice=None) -> list[list[
 
 
 def generate_data(target, prompts: list[list[int]], n_tokens: int, seed: int, constraint=None,
-                  batch: int = 16) -> list[list[int]]:
-    """The target's own sampled continuations (what the draft must learn to predict).
+                  batch: int = 16, temperature: float = 1.0) -> list[list[int]]:
+    """The target's own continuations (what the draft must learn to predict): sampled at
+    ``temperature``, or greedy at 0 -- the contexts a greedy decoder will draft in.
 
     Generated ``batch`` at a time by the batched decoder (continuous batching; each prompt
     keeps its own seeded randomness), or one by one for architectures it does not support.
     """
     from .batch import BatchConfig, BatchedDecoder, UnsupportedModelError
 
-    cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), max_new_tokens=n_tokens)
+    cfg = SpecConfig(rule="greedy" if temperature == 0 else "sampling", sampling=SamplingConfig(temperature=temperature),
+                     max_new_tokens=n_tokens)
     bar = tqdm(total=len(prompts), desc="target generations")
     try:
         dec = BatchedDecoder(target, None, config=BatchConfig(max_batch=batch, priority=False, tick_token_budget=0))
@@ -233,17 +235,23 @@ def distill(args: argparse.Namespace) -> dict:
         data = torch.load(data_path)
     else:
         prompts = read_prompts(args, vocab, voice)
-        data = {"train": generate_data(target, prompts, args.gen_tokens, args.seed, constraint),
+        data = {"train": generate_data(target, prompts, args.gen_tokens, args.seed, constraint,
+                                       temperature=args.data_temperature),
                 "prompt_lens": [len(p) for p in prompts]}
         torch.save(data, data_path)
-    seqs = data["train"]
-    n_held = max(1, len(seqs) // 10)
-    held = [s[:n] for s, n in zip(seqs[:n_held], data.get("prompt_lens", [8] * n_held))]
-    from .spec.feature_draft import FeatureDraft, FeatureDraftConfig, load_feature_draft
+    n_held = max(1, len(data["train"]) // 10)
+    # the first tenth of the prompts is held out: acceptance is measured on prompts never trained on
+    held = [s[:n] for s, n in zip(data["train"][:n_held], data.get("prompt_lens", [8] * n_held))]
+    seqs = data["train"][n_held:] or data["train"]
+    prompt_lens = (data.get("prompt_lens") or [1] * len(data["train"]))[n_held:] or [1] * len(seqs)
+    from .spec.feature_draft import FeatureDraft, FeatureDraftConfig
 
     if args.resume and state_path.exists():
-        draft = load_feature_draft(draft_dir, target) if args.kind == "feature" else load_causal_lm(draft_dir)
+        draft = resolve_draft(target, draft_dir)  # an LM or a feature draft, by its config
         state = torch.load(state_path)
+    elif args.init_from:  # continue from an existing draft (its kind decides; --kind is ignored)
+        draft = resolve_draft(target, args.init_from)
+        state = None
     elif args.kind == "feature":
         draft = FeatureDraft(FeatureDraftConfig.for_target(target))
         state = None
@@ -263,7 +271,6 @@ def distill(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed + step)
     bar = tqdm(total=args.steps, initial=step, desc="distill")
     loss_val = first_loss = float("nan")
-    prompt_lens = data.get("prompt_lens") or [1] * len(seqs)
     while step < args.steps and time.monotonic() < deadline:
         pick = [rng.randrange(len(seqs)) for _ in range(args.batch)]
         rows = [seqs[i] for i in pick]
@@ -301,6 +308,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=["lm", "feature"], default="lm",
                    help="lm: a small LM of the target's architecture; feature: one layer that extrapolates "
                         "the target's hidden states (EAGLE-style; needs a Llama/Qwen2/Mistral target)")
+    p.add_argument("--init-from", help="start from this draft directory (LM or feature draft) instead of a fresh one")
+    p.add_argument("--data-temperature", type=float, default=1.0,
+                   help="the target's generations are sampled at this temperature; 0: greedy (train for a greedy decoder)")
     p.add_argument("--layers", type=int, default=2, help="--kind lm: draft layers")
     p.add_argument("--hidden", type=int, default=None, help="draft hidden size (default: the target's)")
     p.add_argument("--steps", type=int, default=2000)
