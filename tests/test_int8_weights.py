@@ -65,6 +65,21 @@ def test_int8_lean_forward_tracks_float32_and_switches_back():
 
 
 @needs_int8
+def test_int8_on_a_bf16_loaded_model_runs_in_float32():
+    """A model loaded in bf16 (the shipped voice's dtype) still decodes under int8: the
+    float32 down_proj and the residual stream are float32, whatever the load dtype."""
+    model = _model()
+    seq = list(range(3, 40))
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    set_lean_weights(bf16, "int8")
+    with torch.inference_mode():
+        ref = LeanLlamaRunner(model).extend(seq)
+        got = LeanLlamaRunner(bf16).extend(seq)
+    assert got.dtype == torch.float32
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.85
+
+
+@needs_int8
 def test_int8_target_and_draft_decode_speculatively(tiny_target, tiny_draft):
     target, draft = copy.deepcopy(tiny_target), copy.deepcopy(tiny_draft)
     set_lean_weights(target, "int8")
