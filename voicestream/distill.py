@@ -239,11 +239,13 @@ def distill(args: argparse.Namespace) -> dict:
                                        temperature=args.data_temperature),
                 "prompt_lens": [len(p) for p in prompts]}
         torch.save(data, data_path)
-    n_held = max(1, len(data["train"]) // 10)
+    train, lens = data["train"], data.get("prompt_lens")
+    n_held = max(1, len(train) // 10)
     # the first tenth of the prompts is held out: acceptance is measured on prompts never trained on
-    held = [s[:n] for s, n in zip(data["train"][:n_held], data.get("prompt_lens", [8] * n_held))]
-    seqs = data["train"][n_held:] or data["train"]
-    prompt_lens = (data.get("prompt_lens") or [1] * len(data["train"]))[n_held:] or [1] * len(seqs)
+    held = [s[:n] for s, n in zip(train[:n_held], lens or [8] * n_held)]
+    lens = lens or [1] * len(train)
+    keep = slice(n_held, None) if len(train) > n_held else slice(None)  # a single prompt: train on it too
+    seqs, prompt_lens = train[keep], lens[keep]
     from .spec.feature_draft import FeatureDraft, FeatureDraftConfig
 
     if args.resume and state_path.exists():

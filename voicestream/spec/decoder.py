@@ -320,14 +320,17 @@ class _Generation(Progress):
         """Plain autoregressive decoding with the same processing (the baseline)."""
         if not self.started:
             self.started = True
-            logits = self.target.prefill(self.seq)
-        else:
+            self.pending_logits = self.target.prefill(self.seq)
+        return self._target_step()
+
+    def _target_step(self) -> TokenChunk:
+        """One token from the target alone, chosen as plain decoding chooses it; logits
+        already in hand (the prefill's, or the last verification's) spare the forward."""
+        logits = self.pending_logits
+        if logits is None:
             span = legal_span(self.constraint, self.cstate)
             logits = self.target.extend(self.seq[len(self.target.tokens) :], last_only=True, span=span)[-1]
-        return self._commit([self._choose(logits)])
-
-    def _choose(self, logits: torch.Tensor) -> int:
-        """The next token from the target's logits, as plain decoding picks it."""
+        self.pending_logits = None  # the target has not seen the token chosen now
         seen = self.seen.mask if self.seen.active else None
         logits = constrain(logits, self.constraint, self.cstate)
         if self.cfg.sampling.greedy:
@@ -335,7 +338,7 @@ class _Generation(Progress):
         else:
             token = self.rng.sample(to_probs(logits, self.cfg.sampling, seen), RESAMPLE, len(self.seq), 0)
         self.stats.record_step(0, 0, 1)
-        return token
+        return self._commit([token])
 
     def _sequential_step(self) -> TokenChunk:
         if not self.started:
@@ -355,15 +358,6 @@ class _Generation(Progress):
                                 chunk.drafted(self.last_accepted))
         return out
 
-    def _target_step(self) -> TokenChunk:
-        """One token from the target alone, chosen as plain decoding chooses it; the logits
-        the last verification left in hand spare the forward."""
-        logits = self.pending_logits
-        if logits is None:
-            span = legal_span(self.constraint, self.cstate)
-            logits = self.target.extend(self.seq[len(self.target.tokens) :], last_only=True, span=span)[-1]
-        self.pending_logits = None  # the target has not seen the token chosen now
-        return self._commit([self._choose(logits)])
 
     def _pipelined_step(self) -> TokenChunk:
         lane = self.dec.draft_lane

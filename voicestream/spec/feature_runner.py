@@ -10,24 +10,21 @@ from the target's true state. Same verbs as :class:`~voicestream.spec.runner.Mod
 """
 from __future__ import annotations
 
-import weakref
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .feature_draft import FeatureDraft
-from .lean_runner import WEIGHTS_ATTR, Geometry, LeanLayer, LeanLlamaRunner, SequenceKV
+from .lean_runner import WEIGHTS_ATTR, BuiltPerModel, Geometry, LeanLayer, LeanLlamaRunner, SequenceKV
 from .quant import Linear, make_linear
 
 
-class LeanFeatureDraft:
+class LeanFeatureDraft(BuiltPerModel):
     """A :class:`FeatureDraft`'s weights in the lean forward's form (fused, norm-folded,
     int8 when the draft's weight format says so): the draft runs once per drafted token,
-    so its step must cost a small fraction of a target forward. Built once per model and
-    shared by every generation; rebuilt when the parameters or weight format change."""
-
-    _cache: "weakref.WeakKeyDictionary[FeatureDraft, LeanFeatureDraft]" = weakref.WeakKeyDictionary()
+    so its step must cost a small fraction of a target forward. Shared by every generation
+    (:meth:`of`)."""
 
     def __init__(self, draft: FeatureDraft) -> None:
         cfg = draft.config
@@ -41,18 +38,6 @@ class LeanFeatureDraft:
                                    o=draft.o_proj, gate=draft.gate_proj, up=draft.up_proj, down=draft.down_proj,
                                    in_norm=draft.input_norm, post_norm=draft.post_norm)
             self.final_norm = draft.final_norm.detach().to(self.dtype)
-        self.versions = self._versions(draft)
-
-    @staticmethod
-    def _versions(draft: FeatureDraft) -> tuple:
-        return (getattr(draft, WEIGHTS_ATTR, "fp32"), *(p._version for p in draft.parameters()))
-
-    @classmethod
-    def of(cls, draft: FeatureDraft) -> "LeanFeatureDraft":
-        found = cls._cache.get(draft)
-        if found is None or found.versions != cls._versions(draft):
-            found = cls._cache[draft] = cls(draft)
-        return found
 
     def step(self, feats: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
              kv: SequenceKV) -> torch.Tensor:
@@ -91,8 +76,8 @@ class FeatureDraftRunner:
         if self._k is not None and self._capacity >= n:
             return
         cap = max(n, 2 * self._capacity, 256)
-        n, b, h, _, d = self._kv_shape
-        k = torch.zeros(n, b, h, cap, d, dtype=self._dtype, device=self.device)
+        layers, b, h, _, d = self._kv_shape
+        k = torch.zeros(layers, b, h, cap, d, dtype=self._dtype, device=self.device)
         v = torch.zeros_like(k)
         pred = torch.zeros(cap, self.model.config.hidden_size, dtype=self._dtype, device=self.device)
         if self._k is not None:

@@ -163,7 +163,33 @@ class KVStore(Protocol):
         """All keys and values the step attends to, (B, kv_heads, T, head_dim) each."""
 
 
-class LeanModel:
+class BuiltPerModel:
+    """A derived form of a model's weights, built once per model and shared (``of``);
+    rebuilt when the parameters change in place (a draft being trained) or the weight
+    format changes (:func:`set_lean_weights`). Each subclass keeps its own cache."""
+
+    _cache: "weakref.WeakKeyDictionary[torch.nn.Module, BuiltPerModel]"
+    versions: tuple = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._cache = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _versions(model: torch.nn.Module) -> tuple:
+        return (getattr(model, WEIGHTS_ATTR, "fp32"), *(p._version for p in model.parameters()))
+
+    @classmethod
+    def of(cls, model):
+        found = cls._cache.get(model)
+        versions = cls._versions(model)
+        if found is None or found.versions != versions:
+            found = cls._cache[model] = cls(model)
+            found.versions = versions
+        return found
+
+
+class LeanModel(BuiltPerModel):
     """A Llama-family model as fused weights, geometry and a RoPE table.
 
     Built once per model and shared by every runner that uses it (single-sequence draft
@@ -171,8 +197,6 @@ class LeanModel:
     place (a draft being trained) or the weight format changes (:func:`set_lean_weights`).
     With int8 weights the residual stream and the KV cache are float32.
     """
-
-    _cache: "weakref.WeakKeyDictionary[torch.nn.Module, LeanModel]" = weakref.WeakKeyDictionary()
 
     def __init__(self, model: torch.nn.Module) -> None:
         cfg, inner = model.config, model.model
@@ -194,18 +218,6 @@ class LeanModel:
         self.rotary = inner.rotary_emb
         self._cos = self._sin = None
         self._lock = threading.Lock()  # guards the shared RoPE table and the span heads
-        self.versions = self._versions(model)
-
-    @staticmethod
-    def _versions(model: torch.nn.Module) -> tuple:
-        return (getattr(model, WEIGHTS_ATTR, "fp32"), *(p._version for p in model.parameters()))
-
-    @classmethod
-    def of(cls, model: torch.nn.Module) -> "LeanModel":
-        found = cls._cache.get(model)
-        if found is None or found.versions != cls._versions(model):
-            found = cls._cache[model] = cls(model)
-        return found
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin at ``positions`` (B, q) -> (B, q, 1, head_dim) each."""
