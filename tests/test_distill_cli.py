@@ -9,12 +9,17 @@ from voicestream.models import random_llama
 
 @pytest.mark.parametrize("kind", ["lm", "feature"])
 def test_distill_raises_acceptance_and_resumes(tmp_path, kind):
+    import torch
+
     target = random_llama(vocab_size=64, hidden_size=64, num_layers=3, num_heads=4, seed=7)
+    with torch.no_grad():  # a peaked target: its greedy choices follow from context a draft can learn
+        target.lm_head.weight.mul_(10)
     target.save_pretrained(tmp_path / "target")
     out = tmp_path / "run"
-    base = ["distill", "--target", str(tmp_path / "target"), "--out", str(out), "--n-prompts", "20",
-            "--gen-tokens", "24", "--layers", "1", "--hidden", "32", "--batch", "8", "--lr", "3e-3",
-            "--save-every", "20", "--eval-tokens", "24", "--kind", kind]
+    # 80 prompts: the first 8 are held out, and a draft must generalise to them, not memorise
+    base = ["distill", "--target", str(tmp_path / "target"), "--out", str(out), "--n-prompts", "80",
+            "--gen-tokens", "32", "--layers", "1", "--hidden", "32", "--batch", "8", "--lr", "3e-3",
+            "--save-every", "20", "--eval-tokens", "24", "--kind", kind, "--data-temperature", "0"]
     assert cli_main(base + ["--steps", "40"]) == 0
     first = json.loads((out / "acceptance.json").read_text())
     assert first["step"] == 40
@@ -32,7 +37,7 @@ def test_distill_raises_acceptance_and_resumes(tmp_path, kind):
         draft = resolve_draft(load_causal_lm(tmp_path / "target"), str(out / "draft"))
         assert isinstance(draft, FeatureDraft)
         after = second["acceptance_after"]["mean_accepted_per_target_forward"]
-        assert after > first["acceptance_before"]["mean_accepted_per_target_forward"]
+        assert after > first["acceptance_before"]["mean_accepted_per_target_forward"] + 0.2
 
 
 def test_distill_a_voice_target_uses_text_prompts_and_its_grammar(tmp_path):

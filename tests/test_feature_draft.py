@@ -77,6 +77,44 @@ def test_runner_cache_matches_a_full_pass_through_drafting_rollback_and_verifica
         torch.testing.assert_close(got, ref[-1])
 
 
+@pytest.mark.parametrize("p", [0, 5, 17])
+def test_unrolled_training_depths_are_what_decoding_drafts(p):
+    """Training-time test: depth s of ``FeatureDraft.unroll`` at position j must be exactly the
+    state the decoding cache predicts for the s-th drafted token there (its inputs, and the
+    entries it attends to, built on the draft's own earlier predictions)."""
+    target, draft = _pair()
+    seq = list(range(10, 40))
+    depth = 4
+    with torch.inference_mode():
+        feats = shift_features(target.get_decoder()(torch.tensor([seq])).last_hidden_state)
+        emb = target.get_input_embeddings()(torch.tensor([seq]))
+        unrolled = draft.unroll(feats, emb, depth)
+        torch.testing.assert_close(unrolled[0][1], draft(feats, emb))  # depth 1 is the teacher-forced pass
+
+        def at(s, j):
+            pos, states = unrolled[s - 1]
+            return states[0, int((pos == j).nonzero())]
+
+        t_run = LeanLlamaRunner(target)
+        t_run.extend(seq[: p + 1])  # verified through position p
+        d_run = FeatureDraftRunner(draft, t_run)
+        d_run.advance_to(seq[: p + 1])
+        for s in range(1, depth + 1):
+            d_run.extend([seq[p + s]])  # the s-th drafted token (the true one: the accepted path)
+            torch.testing.assert_close(d_run._pred[p + s], at(s, p + s), atol=1e-5, rtol=1e-4)
+        assert d_run.exact[p + 1 :] == [True] + [False] * (depth - 1)
+        # deeper depths really differ from teacher forcing (else the check above proves nothing)
+        assert not torch.allclose(at(1, p + 3), at(3, p + 3), atol=1e-4)
+        # a subset of anchors computes the same diagonals
+        anchors = torch.tensor([3, p + 4, 29])
+        sub = draft.unroll(feats, emb, depth, anchors)
+        for s in range(2, depth + 1):
+            pos, states = sub[s - 1]
+            assert pos.tolist() == (anchors - depth + s).tolist()
+            for i, j in enumerate(pos.tolist()):
+                torch.testing.assert_close(states[0, i], at(s, j))
+
+
 @pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined-flag"])
 def test_greedy_output_is_the_targets_token_for_token(pipelined):
     target, draft = _pair()

@@ -99,13 +99,14 @@ def test_a_signal_stops_training_after_its_step_and_saves_a_checkpoint(tiny_corp
     assert summary["resumed_at_step"] == 3 and not resumed.run()["stopped_by_signal"]
 
 
-@pytest.mark.parametrize("kind", ["lm", "feature"])
-def test_distillation_reduces_kl_and_reports_acceptance(tiny_corpus, tmp_path, kind):
+@pytest.mark.parametrize("kind,unroll", [("lm", 1), ("feature", 1), ("feature", 3)],
+                         ids=["lm", "feature", "feature-unrolled"])
+def test_distillation_reduces_kl_and_reports_acceptance(tiny_corpus, tmp_path, kind, unroll):
     target_run, _ = make_trainer(tiny_corpus, tmp_path / "t", preset_name="tiny", loop_overrides={**QUIET, "max_steps": 8})
     target_run.run()
     trainer, target, vocab, _summary = make_distiller(
         tmp_path / "t" / "model", tiny_corpus, tmp_path / "d", preset_name="tiny",
-        loop_overrides={**QUIET, "max_steps": 10}, seed=5, kind=kind,
+        loop_overrides={**QUIET, "max_steps": 10}, seed=5, kind=kind, unroll=unroll,
     )
     trainer.run()
     if kind == "feature":  # the checkpoint reloads as a feature draft, and resumes as one
@@ -116,10 +117,15 @@ def test_distillation_reduces_kl_and_reports_acceptance(tiny_corpus, tmp_path, k
         again, _, _, summary = make_distiller(tmp_path / "t" / "model", tiny_corpus, tmp_path / "d", resume=True,
                                               loop_overrides={**QUIET, "max_steps": 10})
         assert isinstance(again.model, FeatureDraft) and summary["kind"] == "feature" and again.step == 10
+        assert again.cfg.extra["unroll"] == unroll  # a resumed run trains the same depths
     import csv
 
     with open(tmp_path / "d" / "log.csv") as f:
-        kls = [float(r["kl"]) for r in csv.DictReader(f) if r["kl"]]
+        rows = list(csv.DictReader(f))
+    kls = [float(r["kl"]) for r in rows if r["kl"]]
+    deep = [float(r["agree_d3"]) for r in rows if r.get("agree_d3")]
+    assert len(deep) == (10 if unroll == 3 else 0)  # the deeper depths are trained and logged
+    assert all(0.0 <= a <= 1.0 for a in deep)
     assert len(kls) == 10 and np.mean(kls[-3:]) < 0.7 * np.mean(kls[:3])
     with torch.inference_mode():
         acc = measure_acceptance(target, trainer.model.eval(), vocab, ["hi there."], max_new_tokens=40)

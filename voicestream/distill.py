@@ -172,23 +172,55 @@ def grammar_states(voice, seqs: list[list[int]], width: int) -> torch.Tensor:
     return states
 
 
-def _feature_log_probs(target, draft, batch: torch.Tensor, mask: torch.Tensor, *, feature_noise: float = 0.1):
-    """A feature draft on a plain LM: (target log-probs, draft log-probs, per-position
-    smooth-L1 distance of its predicted hidden states to the target's). The voice version
-    is :func:`voicestream.voice.distill.feature_distill_loss`."""
+def _feature_kl(target, draft, batch: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
+                t_hidden: torch.Tensor, *, unroll: int = 1, depth_decay: float = 0.8,
+                anchor_fraction: float = 0.25, feature_noise: float = 0.1) -> torch.Tensor:
+    """A feature draft on a plain LM: KL(target || draft) plus the smooth-L1 distance of its
+    predicted states to the target's, per drafting depth (weighted as in
+    :func:`voicestream.voice.distill.feature_distill_loss`, the voice version)."""
     from .spec.feature_draft import draft_inputs
 
     head = target.get_output_embeddings()
-    with torch.no_grad():
-        t_hidden = target.get_decoder()(input_ids=batch, attention_mask=mask).last_hidden_state
-        t_logp = F.log_softmax(head(t_hidden).float(), -1)
-    d_hidden = draft(*draft_inputs(target, batch, t_hidden, feature_noise))
-    d_logp = F.log_softmax(head(d_hidden).float(), -1)
-    return t_logp, d_logp, F.smooth_l1_loss(d_hidden, t_hidden, reduction="none").mean(-1)
+    t = batch.shape[1]
+    anchors = None
+    if unroll > 1:
+        span = max(1, t - unroll)
+        anchors = torch.randperm(span)[: max(1, round(anchor_fraction * span))].sort().values + unroll - 1
+    total = 0.0
+    for s, (pos, d_hidden) in enumerate(draft.unroll(*draft_inputs(target, batch, t_hidden, feature_noise), unroll, anchors)):
+        with torch.no_grad():
+            t_logp = F.log_softmax(head(t_hidden[:, pos]).float(), -1)
+        d_logp = F.log_softmax(head(d_hidden).float(), -1)
+        per = (t_logp.exp() * (t_logp - d_logp)).sum(-1) + F.smooth_l1_loss(d_hidden, t_hidden[:, pos], reduction="none").mean(-1)
+        w = weights[:, pos]
+        total = total + depth_decay**s * (per * w).sum() / w.sum().clamp(min=1.0)
+    return total / sum(depth_decay**s for s in range(unroll))
+
+
+class TargetStates:
+    """The frozen target's final hidden states per training sequence, computed once each:
+    a feature draft's inputs and targets never change, and the target's forward is most of
+    a step's cost."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self.cache: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def batch(self, picks: list[int], rows: list[list[int]], pad_id: int) -> torch.Tensor:
+        """(B, T, H) states of ``rows`` (sequences ``picks``), zero-padded like :func:`padded_batch`."""
+        todo = sorted({i for i in picks if i not in self.cache})
+        if todo:
+            ids, mask = padded_batch([rows[picks.index(i)] for i in todo], pad_id)
+            hidden = self.target.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            for j, i in enumerate(todo):
+                self.cache[i] = hidden[j, : len(rows[picks.index(i)])].clone()
+        t = max(len(r) for r in rows)
+        return torch.stack([F.pad(self.cache[i], (0, 0, 0, t - self.cache[i].shape[0])) for i in picks])
 
 
 def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]],
-            weights: torch.Tensor) -> torch.Tensor:
+            weights: torch.Tensor, *, t_hidden: torch.Tensor | None = None, unroll: int = 1) -> torch.Tensor:
     """Mean KL(target || draft) over the ``weights`` positions.
 
     For a voice the two distributions are taken over each position's legal ids only, as
@@ -197,29 +229,34 @@ def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs:
     (:func:`voicestream.voice.distill.distill_loss`): in-frame positions project onto their
     codebook's head rows only (six of every seven audio positions skip ~85 % of the head's
     matmul and never build full-vocabulary logits). A feature draft adds the distance of its
-    predicted hidden states to the target's.
+    predicted hidden states to the target's, at drafting depths 1..``unroll``, from the
+    target's states ``t_hidden`` when given.
     """
     from .spec.feature_draft import is_feature_draft
 
+    feature = is_feature_draft(draft)
     if voice is not None:
         from .voice.distill import distill_loss, feature_distill_loss
 
         states = grammar_states(voice, seqs, batch.shape[1])
         shifted = torch.zeros_like(weights)
         shifted[:, 1:] = weights[:, :-1]  # the voice loss weighs the token predicted, not the position
-        make = feature_distill_loss if is_feature_draft(draft) else distill_loss
-        loss, _ = make(target, voice)(draft, {"input_ids": batch, "attention_mask": mask,
-                                              "states": states, "weights": shifted})
+        make = (lambda t, v: feature_distill_loss(t, v, unroll=unroll)) if feature else distill_loss
+        inputs = {"input_ids": batch, "attention_mask": mask, "states": states, "weights": shifted}
+        if t_hidden is not None:
+            inputs["target_hidden"] = t_hidden
+        loss, _ = make(target, voice)(draft, inputs)
         return loss
-    if is_feature_draft(draft):
-        t_logp, d_logp, extra = _feature_log_probs(target, draft, batch, mask)
-    else:
-        with torch.no_grad():
-            t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
-        d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)
-        extra = 0.0
+    if feature:
+        if t_hidden is None:
+            with torch.no_grad():
+                t_hidden = target.get_decoder()(input_ids=batch, attention_mask=mask).last_hidden_state
+        return _feature_kl(target, draft, batch, mask, weights, t_hidden, unroll=unroll)
+    with torch.no_grad():
+        t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
+    d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)
     kl = (t_logp.exp() * (t_logp - d_logp)).sum(-1)  # per position
-    return ((kl + extra) * weights).sum() / weights.sum().clamp(min=1.0)
+    return (kl * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 def distill(args: argparse.Namespace) -> dict:
@@ -246,7 +283,7 @@ def distill(args: argparse.Namespace) -> dict:
     lens = lens or [1] * len(train)
     keep = slice(n_held, None) if len(train) > n_held else slice(None)  # a single prompt: train on it too
     seqs, prompt_lens = train[keep], lens[keep]
-    from .spec.feature_draft import FeatureDraft, FeatureDraftConfig
+    from .spec.feature_draft import FeatureDraft, FeatureDraftConfig, is_feature_draft
 
     if args.resume and state_path.exists():
         draft = resolve_draft(target, draft_dir)  # an LM or a feature draft, by its config
@@ -269,6 +306,7 @@ def distill(args: argparse.Namespace) -> dict:
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
     draft.train()
+    states = TargetStates(target) if is_feature_draft(draft) else None
     deadline = time.monotonic() + 60 * args.minutes
     rng = random.Random(args.seed + step)
     bar = tqdm(total=args.steps, initial=step, desc="distill")
@@ -278,7 +316,8 @@ def distill(args: argparse.Namespace) -> dict:
         rows = [seqs[i] for i in pick]
         batch, mask = padded_batch(rows, pad_id)
         weights = kl_weights(rows, [prompt_lens[i] for i in pick], batch.shape[1])
-        loss = kl_loss(target, draft, voice, batch, mask, rows, weights)
+        t_hidden = states.batch(pick, rows, pad_id) if states is not None else None
+        loss = kl_loss(target, draft, voice, batch, mask, rows, weights, t_hidden=t_hidden, unroll=args.unroll)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -310,6 +349,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=["lm", "feature"], default="lm",
                    help="lm: a small LM of the target's architecture; feature: one layer that extrapolates "
                         "the target's hidden states (EAGLE-style; needs a Llama/Qwen2/Mistral target)")
+    p.add_argument("--unroll", type=int, default=3,
+                   help="--kind feature: also train drafting depths 2..N on the draft's own predicted states, "
+                        "as decoding drafts them (1: teacher forcing only)")
     p.add_argument("--init-from", help="start from this draft directory (LM or feature draft) instead of a fresh one")
     p.add_argument("--data-temperature", type=float, default=1.0,
                    help="the target's generations are sampled at this temperature; 0: greedy (train for a greedy decoder)")

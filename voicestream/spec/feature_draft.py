@@ -122,16 +122,8 @@ class FeatureDraft(PreTrainedModel):
         dtype = self.fc.weight.dtype
         return cos[positions][:, None].to(dtype), sin[positions][:, None].to(dtype)
 
-    def layer(
-        self, features: torch.Tensor, token_embeds: torch.Tensor, positions: torch.Tensor,
-        kv: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Predicted features (B, T, H) and this step's keys/values.
-
-        Without ``kv``: causal self-attention over the T inputs (training). With ``kv``
-        (past keys, values, each (B, kv_heads, P, head_dim)): the T inputs attend to the
-        past and, under ``mask`` (T, P+T) or causally when None with T == 1, to themselves.
-        """
+    def _project(self, features: torch.Tensor, token_embeds: torch.Tensor, positions: torch.Tensor):
+        """The layer's residual input and its RoPE'd queries, keys and values (B, heads, T, hd)."""
         cfg = self.config
         b, t, _ = features.shape
         hd = cfg.head_dim
@@ -141,24 +133,81 @@ class FeatureDraft(PreTrainedModel):
         k = self.k_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
         v = self.v_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
         cos, sin = self.rope(positions)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        gqa = cfg.num_key_value_heads != cfg.num_attention_heads
-        if kv is None:
-            att = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        else:
-            keys, values = torch.cat([kv[0], k], 2), torch.cat([kv[1], v], 2)
-            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
+        return x, apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def _finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """Attention output (B, heads, T, hd) -> o_proj, SwiGLU, final norm: the predicted states."""
+        b, _, t, _ = att.shape
         x = x + self.o_proj(att.transpose(1, 2).reshape(b, t, -1))
-        h = rms_norm(x, self.post_norm, cfg.rms_norm_eps)
+        h = rms_norm(x, self.post_norm, self.config.rms_norm_eps)
         x = x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
-        return rms_norm(x, self.final_norm, cfg.rms_norm_eps), k, v
+        return rms_norm(x, self.final_norm, self.config.rms_norm_eps)
 
     def forward(self, features: torch.Tensor, token_embeds: torch.Tensor) -> torch.Tensor:
         """Training: ``features[:, j]`` is the target's state at j-1 (zeros at 0), ``token_embeds[:, j]``
         the embedding of token j; returns the predicted target states at every j."""
+        return self.unroll(features, token_embeds, 1)[0][1]
+
+    def unroll(
+        self, features: torch.Tensor, token_embeds: torch.Tensor, steps: int, anchors: torch.Tensor | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Predicted states for drafting depths 1..``steps`` (training-time test): per depth,
+        ``(positions (n,), states (B, n, H))``.
+
+        Depth 1 is :meth:`forward`, at every position: each entry is built on the target's
+        state. At depth s an entry j is what decoding builds for the s-th drafted token: its
+        state input is the depth s-1 prediction at j-1, and it attends, exactly as the draft's
+        cache holds them then, to the entries ``<= j-s+1`` built on the target's states, to
+        one entry of each depth 2..s-1 (at j-s+2..j-1) and to itself. Training on deeper
+        depths teaches the draft to draft on its own errors (Li et al., EAGLE-3, 2025).
+
+        Depths >= 2 are computed along diagonals ending at ``anchors`` (sorted positions
+        ``>= steps-1``; default: all): depth s at ``anchors - (steps - s)``. A random subset of
+        anchors trains the deep depths at a fraction of the cost of all positions.
+        """
         b, t, _ = features.shape
-        positions = torch.arange(t, device=features.device)[None].expand(b, t)
-        return self.layer(features, token_embeds, positions)[0]
+        dev = features.device
+        gqa = self.config.num_key_value_heads != self.config.num_attention_heads
+        every = torch.arange(t, device=dev)
+        x, q, k1, v1 = self._project(features, token_embeds, every[None].expand(b, t))
+        out = [(every, self._finish(x, F.scaled_dot_product_attention(q, k1, v1, is_causal=True, enable_gqa=gqa)))]
+        if steps == 1:
+            return out
+        anchors = every[steps - 1 :] if anchors is None else anchors.to(dev)
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        prev = out[0][1][:, anchors - steps + 1]  # depth 1 at the position before depth 2's entries
+        for s in range(2, steps + 1):
+            pos = anchors - (steps - s)
+            x, q, k, v = self._project(prev, token_embeds[:, pos], pos[None].expand(b, -1))
+            keys.append(k)
+            values.append(v)
+            visible = every[None, :] <= pos[:, None] - (s - 1)  # depth-1 entries in the cache then
+            prev = self._finish(x, _unrolled_attention(q, k1, v1, visible, keys, values))
+            out.append((pos, prev))
+        return out
+
+
+def _unrolled_attention(q: torch.Tensor, k1: torch.Tensor, v1: torch.Tensor, visible: torch.Tensor,
+                        keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
+    """Attention of depth-s queries ``q`` (B, heads, n, hd): over the depth-1 entries ``k1``/``v1``
+    (B, kv_heads, T, hd) under ``visible`` (n, T), and over one entry per deeper depth
+    (``keys``/``values``, each (B, kv_heads, n, hd), aligned with the queries; the last is
+    the query's own) -- one dot product per query each, so one n x T score matrix in all."""
+    rep = q.shape[1] // k1.shape[1]
+    if rep > 1:
+        k1, v1 = k1.repeat_interleave(rep, 1), v1.repeat_interleave(rep, 1)
+        keys = [k.repeat_interleave(rep, 1) for k in keys]
+        values = [v.repeat_interleave(rep, 1) for v in values]
+    scale = q.shape[-1] ** -0.5
+    n_full = k1.shape[2]
+    scores = [(q @ k1.transpose(-1, -2) * scale).masked_fill(~visible, float("-inf"))]
+    scores += [((q * k).sum(-1, keepdim=True) * scale) for k in keys]
+    p = torch.softmax(torch.cat(scores, -1), -1)
+    out = p[..., :n_full] @ v1
+    for d, v in enumerate(values):
+        out = out + p[..., n_full + d, None] * v
+    return out
 
 
 def shift_features(target_states: torch.Tensor) -> torch.Tensor:

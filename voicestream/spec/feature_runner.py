@@ -126,8 +126,9 @@ class FeatureDraftRunner:
         pred = None
         if n_exact:
             feats = self.target.features(start + n_exact - 1)[max(start - 1, 0) :]
-            if start == 0:
-                feats = torch.cat([torch.zeros_like(feats[:1]), feats], 0)
+            if start == 0:  # entry 0 has no state before it (a one-token prompt has no states at all)
+                zero = torch.zeros(1, self.model.config.hidden_size, dtype=self._dtype, device=self.device)
+                feats = torch.cat([zero, feats.to(self._dtype).reshape(-1, zero.shape[1])], 0)
             pred = self._run(list(seq[start : start + n_exact]), feats[:n_exact])
             self.exact.extend([True] * n_exact)
         for j in range(start + n_exact, len(seq)):  # j > exact_upto >= 0: entry j-1 exists

@@ -30,7 +30,7 @@ from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overr
 from .masking import TextFollowing
 from .presets import count_parameters, preset, start_model
 from .shards import Corpus
-from .slot_logits import group_logits, hidden_and_head, position_groups, scatter
+from .slot_logits import group_logits, hidden_and_head, position_groups
 from .vocab import VoiceVocab
 
 __all__ = ["distill_loss", "feature_distill_loss", "main", "make_distiller", "measure_acceptance"]
@@ -56,37 +56,45 @@ def _frozen(target: torch.nn.Module):
 
 
 def _match_target(batch: dict, vocab: VoiceVocab, t_hidden, t_head, d_hidden, d_head, temperature: float,
-                  ce_weight: float) -> tuple[torch.Tensor, dict]:
-    """KL(target || draft) over each position's legal ids (+ data CE), on the audio part."""
+                  ce_weight: float, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """KL(target || draft) over each position's legal ids (+ data CE), on the audio part.
+
+    ``t_hidden`` (B, T, H) holds the target's states at every position; ``d_hidden`` the
+    draft's at every position, or at ``positions`` (n,) only (each predicts the token after it)."""
     ids = batch["input_ids"]
-    states = batch["states"][:, :-1]
-    labels = ids[:, 1:].reshape(-1)
-    where = position_groups(states, vocab)  # both models' logits over each position's legal ids
+    if positions is None:
+        positions = torch.arange(ids.shape[1] - 1, device=ids.device)
+        d_hidden = d_hidden[:, :-1]
+    states = batch["states"][:, positions]
+    labels = ids[:, positions + 1].reshape(-1)
+    scored = (batch["weights"][:, positions + 1] == 1.0).reshape(-1)  # audio part only: what the draft drafts
+    # both models' logits over each position's legal ids, at scored positions only
+    where = [(idx[scored[idx]], lo, hi) for idx, lo, hi in position_groups(states, vocab)]
+    where = [g for g in where if g[0].numel()]
     with torch.no_grad():
-        t_groups = group_logits(t_hidden[:, :-1], t_head, states, vocab, where)
-    d_groups = group_logits(d_hidden[:, :-1], d_head, states, vocab, where)
-    parts: dict[str, list[torch.Tensor]] = {"kl": [], "ce": [], "t_ce": [], "agree": []}
+        t_groups = group_logits(t_hidden[:, positions], t_head, states, vocab, where)
+    d_groups = group_logits(d_hidden, d_head, states, vocab, where)
+    kl = ce = d_hidden.new_zeros(())
+    t_ce = agree = 0.0
     for t, d in zip(t_groups, d_groups):
         y = labels[d.index] - d.offset
         t_logp = torch.log_softmax(t.logits / temperature, -1)
         d_logp = torch.log_softmax(d.logits / temperature, -1)
-        parts["kl"].append((t_logp.exp() * (t_logp - d_logp)).sum(-1))
-        parts["ce"].append(F.cross_entropy(d.logits, y, reduction="none"))
+        kl = kl + (t_logp.exp() * (t_logp - d_logp)).sum()
+        d_nll = d_logp if temperature == 1.0 else torch.log_softmax(d.logits, -1)
+        ce = ce - d_nll.gather(1, y[:, None]).sum()
         with torch.no_grad():
-            parts["t_ce"].append(F.cross_entropy(t.logits, y, reduction="none"))
-            parts["agree"].append((d.logits.argmax(-1) == t.logits.argmax(-1)).float())
-    kl, ce, t_ce, agree = (scatter(d_groups, parts[k], labels.numel()).view_as(states)
-                           for k in ("kl", "ce", "t_ce", "agree"))
-    w = (batch["weights"][:, 1:] == 1.0).float()  # audio part only: what the draft drafts
-    denom = w.sum().clamp_min(1.0)
-    kl_mean = (kl * w).sum() / denom
-    ce_mean = (ce * w).sum() / denom
+            t_nll = t_logp if temperature == 1.0 else torch.log_softmax(t.logits, -1)
+            t_ce -= float(t_nll.gather(1, y[:, None]).sum())
+            agree += float((d.logits.argmax(-1) == t.logits.argmax(-1)).sum())
+    denom = max(float(scored.sum()), 1.0)
+    kl_mean, ce_mean = kl / denom, ce / denom
     loss = kl_mean * temperature**2 + ce_weight * ce_mean
     metrics = {
         "kl": float(kl_mean.detach()),
         "draft_nll": float(ce_mean.detach()),
-        "target_nll": float((t_ce * w).sum() / denom),
-        "argmax_agree": float((agree * w).sum() / denom),
+        "target_nll": t_ce / denom,
+        "argmax_agree": agree / denom,
     }
     return loss, metrics
 
@@ -104,24 +112,55 @@ def distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: flo
 
 
 def feature_distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperature: float = 1.0,
-                         ce_weight: float = 0.0, feature_noise: float = 0.1, regression_weight: float = 1.0):
+                         ce_weight: float = 0.0, feature_noise: float = 0.1, regression_weight: float = 1.0,
+                         unroll: int = 1, depth_decay: float = 0.8, anchor_fraction: float = 0.25):
     """Loss for a :class:`~voicestream.spec.feature_draft.FeatureDraft`: the draft sees the
     target's states one position back (plus uniform noise of ``feature_noise`` times their
     RMS, so it tolerates its own imperfect states when drafting ahead) and is scored on the
     target's next-token distribution (KL, as for a draft LM) plus ``regression_weight`` times
-    the smooth-L1 distance of its predicted states to the target's."""
+    the smooth-L1 distance of its predicted states to the target's.
+
+    ``unroll`` > 1 also scores drafting depths 2..unroll, where the draft runs on its own
+    predicted states exactly as decoding does (:meth:`FeatureDraft.unroll`), on a random
+    ``anchor_fraction`` of the positions; depth s weighs ``depth_decay ** (s-1)`` (a deep
+    token counts only when every one before it was accepted). A batch may carry the
+    target's states (``target_hidden``, (B, T, H)) computed once per sequence: the target is
+    frozen, so they never change.
+    """
     from ..spec.feature_draft import draft_inputs
 
     target_states = _frozen(target)
 
     def loss_fn(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-        t_hidden, t_head = target_states(batch)
-        d_hidden = model(*draft_inputs(target, batch["input_ids"], t_hidden, feature_noise if model.training else 0.0))
-        loss, metrics = _match_target(batch, vocab, t_hidden, t_head, d_hidden, t_head, temperature, ce_weight)
-        w = (batch["weights"] == 1.0).float()[..., None]
-        reg = (F.smooth_l1_loss(d_hidden, t_hidden, reduction="none") * w).sum() / (w.sum() * d_hidden.shape[-1]).clamp_min(1)
-        metrics["feature_l1"] = float(reg.detach())
-        return loss + regression_weight * reg, metrics
+        t_hidden = batch.get("target_hidden")
+        if t_hidden is None:
+            t_hidden, _ = target_states(batch)
+        head = target.get_output_embeddings().weight
+        noise = feature_noise if model.training else 0.0
+        anchors = None
+        if unroll > 1:  # anchors predict a token inside the sequence: unroll-1 <= a <= T-2
+            span = max(1, t_hidden.shape[1] - unroll)
+            n = max(1, round(anchor_fraction * span))
+            anchors = (torch.randperm(span)[:n].sort().values + unroll - 1).to(t_hidden.device)
+        depths = model.unroll(*draft_inputs(target, batch["input_ids"], t_hidden, noise), unroll, anchors)
+        total = torch.zeros((), device=t_hidden.device)
+        metrics: dict = {}
+        for s, (pos, d_hidden) in enumerate(depths):
+            if s == 0:
+                loss, m = _match_target(batch, vocab, t_hidden, head, d_hidden, head, temperature, ce_weight)
+                w = (batch["weights"] == 1.0).float()[..., None]
+                reg_err = F.smooth_l1_loss(d_hidden, t_hidden, reduction="none")
+            else:
+                loss, m = _match_target(batch, vocab, t_hidden, head, d_hidden, head, temperature, ce_weight, pos)
+                w = (batch["weights"][:, pos] == 1.0).float()[..., None]
+                reg_err = F.smooth_l1_loss(d_hidden, t_hidden[:, pos], reduction="none")
+            reg = (reg_err * w).sum() / (w.sum() * d_hidden.shape[-1]).clamp_min(1)
+            total = total + depth_decay**s * (loss + regression_weight * reg)
+            if s == 0:  # the depth-1 figures, comparable with runs that do not unroll
+                metrics = {**m, "feature_l1": float(reg.detach())}
+            else:
+                metrics[f"agree_d{s + 1}"] = m["argmax_agree"]
+        return total / sum(depth_decay**s for s in range(len(depths))), metrics
 
     return loss_fn
 
@@ -181,13 +220,15 @@ def make_distiller(
     seed: int = 0,
     init_from: str | Path | None = None,
     kind: str = "lm",
+    unroll: int = 1,
 ) -> tuple[Trainer, torch.nn.Module, VoiceVocab, dict]:
     """Build (or restore) the draft trainer; returns (trainer, target, vocab, summary).
 
     ``kind``: ``lm`` - a small voice LM (``preset_name``); ``feature`` - a
     :class:`~voicestream.spec.feature_draft.FeatureDraft` (one layer over the target's
     hidden states). ``init_from``: start the draft from a trained one of the same kind
-    (e.g. the draft of an earlier layout) rather than fresh.
+    (e.g. the draft of an earlier layout) rather than fresh. ``unroll``: a feature draft also
+    trains on its drafting depths 2..unroll (:func:`feature_distill_loss`).
     """
     from ..spec.feature_draft import FeatureDraft, FeatureDraftConfig, load_feature_draft
 
@@ -209,6 +250,7 @@ def make_distiller(
         kind = cfg.extra.get("kind", "lm")
         draft = load_feature_draft(out / MODEL_DIR, target) if kind == "feature" else load_causal_lm(out / MODEL_DIR)
         temperature, ce_weight = cfg.extra["temperature"], cfg.extra["ce_weight"]
+        unroll = cfg.extra.get("unroll", 1)
     else:
         mp, tp = preset(preset_name)
         if kind == "feature":
@@ -221,7 +263,7 @@ def make_distiller(
             lr=tp.lr, min_lr_ratio=tp.min_lr_ratio, warmup_steps=tp.warmup_steps, total_steps=tp.total_steps,
             weight_decay=tp.weight_decay, grad_clip=tp.grad_clip, batch_tokens=tp.batch_tokens, seed=seed,
             extra={"job": "distill", "kind": kind, "preset": preset_name, "target": str(target_dir), "corpus": str(corpus_dir),
-                   "temperature": temperature, "ce_weight": ce_weight,
+                   "temperature": temperature, "ce_weight": ce_weight, "unroll": unroll,
                    "init_from": str(init_from) if init_from is not None else None},
         )
     for k, v in (loop_overrides or {}).items():
@@ -232,9 +274,13 @@ def make_distiller(
     train, stats = encode_utterances(vocab, corpus.utterances("train"), max_len=max_len)
     held, _ = encode_utterances(vocab, corpus.utterances("heldout"), max_len=max_len) \
         if "heldout" in corpus.splits else ([], {})
-    make_loss = feature_distill_loss if kind == "feature" else distill_loss
-    fields = ("loss", "kl", "draft_nll", "target_nll", "argmax_agree") + (("feature_l1",) if kind == "feature" else ())
-    trainer = Trainer(draft, train, make_loss(target, vocab, temperature=temperature, ce_weight=ce_weight), out,
+    fields = ("loss", "kl", "draft_nll", "target_nll", "argmax_agree")
+    if kind == "feature":
+        loss = feature_distill_loss(target, vocab, temperature=temperature, ce_weight=ce_weight, unroll=unroll)
+        fields += ("feature_l1",) + tuple(f"agree_d{s}" for s in range(2, unroll + 1))
+    else:
+        loss = distill_loss(target, vocab, temperature=temperature, ce_weight=ce_weight)
+    trainer = Trainer(draft, train, loss, out,
                       cfg, pad_id=vocab.pad_id, heldout=held, log_fields=fields)
     if saved is not None:
         trainer.load_state()
@@ -261,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="draft", help="--kind lm: the draft's size")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start the draft from this voice LM (e.g. a draft of another layout) instead of the preset")
+    ap.add_argument("--unroll", type=int, default=1,
+                    help="--kind feature: also train drafting depths 2..N on the draft's own predicted states")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.0)
     ap.add_argument("--eval-prompts", type=int, default=4, help="heldout prompts for the acceptance check (0: skip)")
@@ -272,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer, target, vocab, summary = make_distiller(
         args.target, args.corpus, args.out, preset_name=args.preset, resume=args.resume, loop_overrides=overrides,
         temperature=args.temperature, ce_weight=args.ce_weight, seed=args.seed, init_from=args.init_from,
-        kind=args.kind,
+        kind=args.kind, unroll=args.unroll,
     )
     print(json.dumps(summary))
     result = trainer.run()
