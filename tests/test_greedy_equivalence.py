@@ -107,3 +107,25 @@ def test_plain_decoding_matches_generate(tiny_target):
     tokens, _ = collect(dec, PROMPTS[0], SpecConfig(max_new_tokens=20), stats=stats)
     assert tokens == hf_greedy(tiny_target, PROMPTS[0], 20)
     assert stats.mean_accepted_per_target_forward == 1.0
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined"])
+def test_acceptance_by_depth_accounts_for_every_drafted_token(tiny_target, tiny_draft, pipelined):
+    """Per-depth acceptance (what distill reports) adds up to the totals, and a draft that is
+    the target itself is accepted at every depth."""
+    for draft, perfect in ((tiny_draft, False), (copy.deepcopy(tiny_target), True)):
+        dec = SpeculativeDecoder(tiny_target, draft)
+        cfg = SpecConfig(gamma=4, draft_length="fixed", pipelined=pipelined, max_new_tokens=40, speculate_threshold=ALWAYS)
+        stats = GenerationStats()
+        collect(dec, PROMPTS[0], cfg, stats=stats)
+        dec.close()
+        assert sum(stats.drafted_at_depth.values()) == stats.drafted_tokens > 0
+        assert sum(stats.accepted_at_depth.values()) == stats.accepted_drafted
+        by_depth = stats.accepted_by_depth()
+        # every depth up to gamma (a pipelined draft may run one ahead of the chunk it verifies)
+        assert sorted(by_depth) == list(range(1, max(by_depth) + 1)) and max(by_depth) >= 4
+        if perfect:
+            assert all(r == 1.0 for r in by_depth.values())
+        else:
+            assert all(0.0 <= r <= 1.0 for r in by_depth.values()) and min(by_depth.values()) < 1.0
+        assert stats.as_dict()["accepted_by_depth"] == {d: round(r, 4) for d, r in by_depth.items()}

@@ -124,16 +124,25 @@ def generate_data(target, prompts: list[list[int]], n_tokens: int, seed: int, co
     return out
 
 
-def measure_acceptance(target, draft, prompts: list[list[int]], n_tokens: int, constraint=None) -> dict:
+def measure_acceptance(target, draft, prompts: list[list[int]], n_tokens: int, constraint=None,
+                       gamma: int = 4) -> dict:
+    """Greedy speculative decoding of ``prompts`` at a fixed draft length ``gamma``: new tokens
+    per target forward, and per draft depth the share of verifications that accepted the
+    token drafted there (where a draft loses its lead on its own predictions)."""
     dec = SpeculativeDecoder(target, draft)
-    cfg = SpecConfig(max_new_tokens=n_tokens, gamma=4, draft_length="fixed")
-    new = forwards = 0
+    cfg = SpecConfig(max_new_tokens=n_tokens, gamma=gamma, draft_length="fixed")
+    total = GenerationStats()
     for p in prompts:
         st = GenerationStats()
         list(dec.generate(p, cfg, stats=st, constraint=constraint))
-        new, forwards = new + st.new_tokens, forwards + st.target_forwards
+        total.new_tokens += st.new_tokens
+        total.target_forwards += st.target_forwards
+        total.drafted_at_depth.update(st.drafted_at_depth)
+        total.accepted_at_depth.update(st.accepted_at_depth)
     dec.close()
-    return {"mean_accepted_per_target_forward": round(new / max(forwards, 1), 3), "prompts": len(prompts)}
+    return {"mean_accepted_per_target_forward": round(total.mean_accepted_per_target_forward, 3),
+            "prompts": len(prompts), "gamma": gamma,
+            "accepted_by_depth": {d: round(r, 3) for d, r in total.accepted_by_depth().items()}}
 
 
 def padded_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,14 +187,10 @@ def _feature_kl(target, draft, batch: torch.Tensor, mask: torch.Tensor, weights:
     """A feature draft on a plain LM: KL(target || draft) plus the smooth-L1 distance of its
     predicted states to the target's, per drafting depth (weighted as in
     :func:`voicestream.voice.distill.feature_distill_loss`, the voice version)."""
-    from .spec.feature_draft import draft_inputs
+    from .spec.feature_draft import draft_inputs, random_anchors
 
     head = target.get_output_embeddings()
-    t = batch.shape[1]
-    anchors = None
-    if unroll > 1:
-        span = max(1, t - unroll)
-        anchors = torch.randperm(span)[: max(1, round(anchor_fraction * span))].sort().values + unroll - 1
+    anchors = random_anchors(batch.shape[1], unroll, anchor_fraction)
     total = 0.0
     for s, (pos, d_hidden) in enumerate(draft.unroll(*draft_inputs(target, batch, t_hidden, feature_noise), unroll, anchors)):
         with torch.no_grad():

@@ -188,6 +188,17 @@ class FeatureDraft(PreTrainedModel):
         return out
 
 
+def random_anchors(length: int, steps: int, fraction: float, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """A sorted random ``fraction`` of the anchors a sequence of ``length`` allows for
+    :meth:`FeatureDraft.unroll` (positions ``steps-1 .. length-2``: each deepest entry must
+    predict a token inside the sequence); None when ``steps`` is 1 (nothing to unroll)."""
+    if steps <= 1:
+        return None
+    span = max(1, length - steps)
+    n = max(1, round(fraction * span))
+    return (torch.randperm(span)[:n].sort().values + steps - 1).to(device)
+
+
 def _unrolled_attention(q: torch.Tensor, k1: torch.Tensor, v1: torch.Tensor, visible: torch.Tensor,
                         keys: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
     """Attention of depth-s queries ``q`` (B, heads, n, hd): over the depth-1 entries ``k1``/``v1``

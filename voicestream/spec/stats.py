@@ -17,6 +17,9 @@ class GenerationStats:
     verify_steps: int = 0
     # tokens committed per verify step (accepted drafts + correction/bonus) -> count
     committed_histogram: Counter = field(default_factory=Counter)
+    # draft depth d -> verifications that drafted a d-th token / that accepted it (and all before)
+    drafted_at_depth: Counter = field(default_factory=Counter)
+    accepted_at_depth: Counter = field(default_factory=Counter)
     started_at: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     finished_at: float | None = None
@@ -27,6 +30,14 @@ class GenerationStats:
         self.drafted_tokens += drafted
         self.accepted_drafted += accepted
         self.committed_histogram[committed] += 1
+        for d in range(1, drafted + 1):
+            self.drafted_at_depth[d] += 1
+            self.accepted_at_depth[d] += d <= accepted
+
+    def accepted_by_depth(self) -> dict[int, float]:
+        """Per draft depth d: the share of verifications with a d-th drafted token that
+        accepted it (with every token before it)."""
+        return {d: self.accepted_at_depth[d] / n for d, n in sorted(self.drafted_at_depth.items())}
 
     def record_tokens(self, n: int) -> None:
         if n and self.first_token_at is None:
@@ -70,6 +81,7 @@ class GenerationStats:
             "acceptance_rate": round(self.acceptance_rate, 4),
             "mean_accepted_per_target_forward": round(self.mean_accepted_per_target_forward, 4),
             "committed_histogram": dict(sorted(self.committed_histogram.items())),
+            "accepted_by_depth": {d: round(r, 4) for d, r in self.accepted_by_depth().items()},
             "time_to_first_token_s": self.time_to_first_token_s,
             "elapsed_s": round(self.elapsed_s, 4),
             "tokens_per_s": round(self.tokens_per_s, 2),

@@ -127,7 +127,7 @@ def feature_distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperat
     target's states (``target_hidden``, (B, T, H)) computed once per sequence: the target is
     frozen, so they never change.
     """
-    from ..spec.feature_draft import draft_inputs
+    from ..spec.feature_draft import draft_inputs, random_anchors
 
     target_states = _frozen(target)
 
@@ -137,11 +137,7 @@ def feature_distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperat
             t_hidden, _ = target_states(batch)
         head = target.get_output_embeddings().weight
         noise = feature_noise if model.training else 0.0
-        anchors = None
-        if unroll > 1:  # anchors predict a token inside the sequence: unroll-1 <= a <= T-2
-            span = max(1, t_hidden.shape[1] - unroll)
-            n = max(1, round(anchor_fraction * span))
-            anchors = (torch.randperm(span)[:n].sort().values + unroll - 1).to(t_hidden.device)
+        anchors = random_anchors(t_hidden.shape[1], unroll, anchor_fraction, t_hidden.device)
         depths = model.unroll(*draft_inputs(target, batch["input_ids"], t_hidden, noise), unroll, anchors)
         total = torch.zeros((), device=t_hidden.device)
         metrics: dict = {}
