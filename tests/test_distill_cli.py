@@ -18,11 +18,12 @@ def test_distill_raises_acceptance_and_resumes(tmp_path, kind):
     out = tmp_path / "run"
     # 80 prompts: the first 8 are held out, and a draft must generalise to them, not memorise
     base = ["distill", "--target", str(tmp_path / "target"), "--out", str(out), "--n-prompts", "80",
-            "--gen-tokens", "32", "--layers", "1", "--hidden", "32", "--batch", "8", "--lr", "3e-3",
-            "--save-every", "20", "--eval-tokens", "24", "--kind", kind, "--data-temperature", "0"]
+            "--gen-tokens", "32", "--layers", "1", "--hidden", "32", "--batch", "8", "--lr", "6e-3",
+            "--save-every", "20", "--eval-tokens", "24", "--kind", kind, "--data-temperature", "0", "--warmup", "4"]
     assert cli_main(base + ["--steps", "40"]) == 0
     first = json.loads((out / "acceptance.json").read_text())
     assert first["step"] == 40
+    assert first["lr"] < 0.15 * 6e-3  # annealed by cosine decay to a tenth of --lr at --steps
     assert (out / "draft" / "config.json").exists()
     assert first["kl"] < 0.5 * first["kl_first"]  # the draft learned the target's distribution
     for key in ("acceptance_before", "acceptance_after"):

@@ -129,7 +129,7 @@ def test_distillation_reduces_kl_and_reports_acceptance(tiny_corpus, tmp_path, k
     assert len(kls) == 10 and np.mean(kls[-3:]) < 0.7 * np.mean(kls[:3])
     with torch.inference_mode():
         acc = measure_acceptance(target, trainer.model.eval(), vocab, ["hi there."], max_new_tokens=40)
-    assert acc["new_tokens"] > 0 and acc["accepted_per_target_forward"] > 0
+    assert acc["new_tokens"] > 0 and acc["mean_accepted_per_target_forward"] > 0
 
 
 @pytest.mark.parametrize("with_draft", [False, True])
@@ -185,7 +185,7 @@ def test_recipe_builds_a_voice_end_to_end_and_resumes(tiny_corpus, tmp_path):
     assert recipe(base + ["--max-steps", "3"]) == 0
     first = json.loads((out / "summary.json").read_text())
     assert first["target"]["step"] == 3 and first["draft"]["step"] == 3
-    assert first["acceptance"]["accepted_per_target_forward"] >= 1.0
+    assert first["acceptance"]["mean_accepted_per_target_forward"] >= 1.0
     voice = Voice.load(dst / "target", dst / "draft")
     res = voice.synthesize("hi there.", voice.spec_config.with_(max_new_tokens=600))  # phone lists come first
     voice.close()

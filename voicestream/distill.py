@@ -21,7 +21,9 @@ from tqdm import tqdm
 
 from .config import SamplingConfig, SpecConfig
 from .models import load_causal_lm, resolve_draft
-from .spec import GenerationStats, SpeculativeDecoder
+from .spec import SpeculativeDecoder
+from .spec.measure import measure_acceptance
+from .voice.loop import LoopConfig, lr_at
 
 
 def draft_config(target_config, layers: int, hidden: int | None):
@@ -122,27 +124,6 @@ def generate_data(target, prompts: list[list[int]], n_tokens: int, seed: int, co
         dec.close()
         bar.close()
     return out
-
-
-def measure_acceptance(target, draft, prompts: list[list[int]], n_tokens: int, constraint=None,
-                       gamma: int = 4) -> dict:
-    """Greedy speculative decoding of ``prompts`` at a fixed draft length ``gamma``: new tokens
-    per target forward, and per draft depth the share of verifications that accepted the
-    token drafted there (where a draft loses its lead on its own predictions)."""
-    dec = SpeculativeDecoder(target, draft)
-    cfg = SpecConfig(max_new_tokens=n_tokens, gamma=gamma, draft_length="fixed")
-    total = GenerationStats()
-    for p in prompts:
-        st = GenerationStats()
-        list(dec.generate(p, cfg, stats=st, constraint=constraint))
-        total.new_tokens += st.new_tokens
-        total.target_forwards += st.target_forwards
-        total.drafted_at_depth.update(st.drafted_at_depth)
-        total.accepted_at_depth.update(st.accepted_at_depth)
-    dec.close()
-    return {"mean_accepted_per_target_forward": round(total.mean_accepted_per_target_forward, 3),
-            "prompts": len(prompts), "gamma": gamma,
-            "accepted_by_depth": {d: round(r, 3) for d, r in total.accepted_by_depth().items()}}
 
 
 def padded_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,7 +285,7 @@ def distill(args: argparse.Namespace) -> dict:
 
         draft = AutoModelForCausalLM.from_config(draft_config(target.config, args.layers, args.hidden))
         state = None
-    before = measure_acceptance(target, draft.eval(), held, args.eval_tokens, constraint)
+    before = measure_acceptance(target, draft.eval(), held, max_new_tokens=args.eval_tokens, constraint=constraint)
     opt = torch.optim.AdamW(draft.parameters(), lr=args.lr)
     step = 0
     if state is not None:
@@ -316,7 +297,15 @@ def distill(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed + step)
     bar = tqdm(total=args.steps, initial=step, desc="distill")
     loss_val = first_loss = float("nan")
+    # warmup, then cosine decay to min_lr_ratio * lr when --steps or this run's --minutes runs
+    # out, whichever comes first: the last steps at a small learning rate are where held-out
+    # acceptance settles (a resumed run with a new time budget anneals again: a warm restart)
+    schedule = LoopConfig(lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup, total_steps=args.steps)
+    started = time.monotonic()
     while step < args.steps and time.monotonic() < deadline:
+        spent = (time.monotonic() - started) / max(deadline - started, 1e-9)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(max(step, int(spent * args.steps)), schedule)
         pick = [rng.randrange(len(seqs)) for _ in range(args.batch)]
         rows = [seqs[i] for i in pick]
         batch, mask = padded_batch(rows, pad_id)
@@ -331,15 +320,15 @@ def distill(args: argparse.Namespace) -> dict:
         if first_loss != first_loss:  # nan: the first step of this run
             first_loss = loss_val
         bar.update(1)
-        bar.set_postfix(kl=f"{loss_val:.3f}")
+        bar.set_postfix(kl=f"{loss_val:.3f}", lr=f"{opt.param_groups[0]['lr']:.1e}")
         if step % args.save_every == 0 or step == args.steps:
             draft.save_pretrained(draft_dir)
             torch.save({"optimizer": opt.state_dict(), "step": step}, state_path)
     bar.close()
     draft.save_pretrained(draft_dir)
     torch.save({"optimizer": opt.state_dict(), "step": step}, state_path)
-    after = measure_acceptance(target, draft.eval(), held, args.eval_tokens, constraint)
-    report = {"step": step, "kl_first": first_loss, "kl": loss_val, "acceptance_before": before, "acceptance_after": after,
+    after = measure_acceptance(target, draft.eval(), held, max_new_tokens=args.eval_tokens, constraint=constraint)
+    report = {"step": step, "lr": opt.param_groups[0]["lr"], "kl_first": first_loss, "kl": loss_val, "acceptance_before": before, "acceptance_after": after,
               "draft_params": sum(p.numel() for p in draft.parameters()), "draft_dir": str(draft_dir)}
     (out / "acceptance.json").write_text(json.dumps(report, indent=2))
     return report
@@ -364,7 +353,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=None, help="draft hidden size (default: the target's)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=20, help="linear warmup steps")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1,
+                   help="cosine decay to this fraction of --lr by the end of --steps or --minutes, "
+                        "whichever ends first (1: constant)")
     p.add_argument("--minutes", type=float, default=60.0, help="time budget of this run")
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--eval-tokens", type=int, default=64)

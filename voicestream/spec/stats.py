@@ -34,6 +34,14 @@ class GenerationStats:
             self.drafted_at_depth[d] += 1
             self.accepted_at_depth[d] += d <= accepted
 
+    def add(self, other: "GenerationStats") -> None:
+        """Fold another generation's counts into these (totals over many prompts)."""
+        for name in ("prompt_tokens", "new_tokens", "target_forwards", "draft_forwards", "drafted_tokens",
+                     "accepted_drafted", "verify_steps"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("committed_histogram", "drafted_at_depth", "accepted_at_depth"):
+            getattr(self, name).update(getattr(other, name))
+
     def accepted_by_depth(self) -> dict[int, float]:
         """Per draft depth d: the share of verifications with a d-th drafted token that
         accepted it (with every token before it)."""

@@ -21,10 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import SamplingConfig, SpecConfig
 from ..models import load_causal_lm
-from ..spec.decoder import SpeculativeDecoder
-from ..spec.stats import GenerationStats
+from ..spec.measure import measure_acceptance as measure
 from .data import encode_utterances
 from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
 from .masking import TextFollowing
@@ -161,46 +159,12 @@ def feature_distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperat
     return loss_fn
 
 
-def measure_acceptance(
-    target: torch.nn.Module,
-    draft: torch.nn.Module,
-    vocab: VoiceVocab,
-    texts: list[str],
-    *,
-    max_new_tokens: int = 400,
-    rule: str = "greedy",
-    gamma: int = 4,
-) -> dict:
-    """Mean accepted tokens per target forward over ``texts`` (grammar-masked, like :class:`Voice`)."""
-    grammar = TextFollowing(vocab)
-    dec = SpeculativeDecoder(target, draft)
-    sampling = SamplingConfig(temperature=0.0) if rule in ("greedy", "topk") else SamplingConfig(temperature=1.0)
-    cfg = SpecConfig(rule=rule, sampling=sampling, max_new_tokens=max_new_tokens, stop_ids=(vocab.audio_end_id,),
-                     gamma=gamma, draft_length="fixed")
-    new = forwards = drafted = accepted = 0
-    per = []
-    try:
-        for text in texts:
-            st = GenerationStats()
-            for _ in dec.generate(vocab.prompt_for(text), cfg, stats=st, constraint=grammar):
-                pass
-            new += st.new_tokens
-            forwards += st.target_forwards
-            drafted += st.drafted_tokens
-            accepted += st.accepted_drafted
-            per.append(round(st.mean_accepted_per_target_forward, 3))
-    finally:
-        dec.close()
-    return {
-        "rule": rule,
-        "gamma": gamma,
-        "prompts": len(texts),
-        "new_tokens": new,
-        "target_forwards": forwards,
-        "accepted_per_target_forward": round(new / forwards, 3) if forwards else 0.0,
-        "draft_acceptance_rate": round(accepted / drafted, 3) if drafted else 0.0,
-        "per_prompt": per,
-    }
+def measure_acceptance(target: torch.nn.Module, draft: torch.nn.Module, vocab: VoiceVocab, texts: list[str], *,
+                       max_new_tokens: int = 400, rule: str = "greedy", gamma: int = 4) -> dict:
+    """Accepted tokens per target forward over ``texts``, grammar-masked and stopped at the
+    audio end like :class:`Voice`."""
+    return measure(target, draft, [vocab.prompt_for(t) for t in texts], max_new_tokens=max_new_tokens, rule=rule,
+                   gamma=gamma, constraint=TextFollowing(vocab), stop_ids=(vocab.audio_end_id,))
 
 
 def make_distiller(
@@ -216,7 +180,7 @@ def make_distiller(
     seed: int = 0,
     init_from: str | Path | None = None,
     kind: str = "lm",
-    unroll: int = 1,
+    unroll: int = 3,
 ) -> tuple[Trainer, torch.nn.Module, VoiceVocab, dict]:
     """Build (or restore) the draft trainer; returns (trainer, target, vocab, summary).
 
@@ -303,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="draft", help="--kind lm: the draft's size")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start the draft from this voice LM (e.g. a draft of another layout) instead of the preset")
-    ap.add_argument("--unroll", type=int, default=1,
-                    help="--kind feature: also train drafting depths 2..N on the draft's own predicted states")
+    ap.add_argument("--unroll", type=int, default=3,
+                    help="--kind feature: also train drafting depths 2..N on the draft's own predicted states "
+                         "(1: teacher forcing only; the same default as `voicestream distill`)")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.0)
     ap.add_argument("--eval-prompts", type=int, default=4, help="heldout prompts for the acceptance check (0: skip)")
