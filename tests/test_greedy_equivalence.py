@@ -129,3 +129,21 @@ def test_acceptance_by_depth_accounts_for_every_drafted_token(tiny_target, tiny_
         else:
             assert all(0.0 <= r <= 1.0 for r in by_depth.values()) and min(by_depth.values()) < 1.0
         assert stats.as_dict()["accepted_by_depth"] == {d: round(r, 4) for d, r in by_depth.items()}
+
+
+def test_measure_acceptance_totals_its_prompts(tiny_target, tiny_draft):
+    """The figure distillation reports is new tokens over target forwards summed over all
+    prompts (GenerationStats.add), not a mean of per-prompt ratios; a draft that is the
+    target itself is accepted at every depth, so each forward commits gamma + 1 tokens."""
+    from voicestream.spec.measure import measure_acceptance
+
+    prompts = PROMPTS[:2]
+    report = measure_acceptance(tiny_target, tiny_draft, prompts, max_new_tokens=30, gamma=4)
+    singles = [measure_acceptance(tiny_target, tiny_draft, [p], max_new_tokens=30, gamma=4) for p in prompts]
+    assert report["prompts"] == 2 and report["per_prompt"] == [s["per_prompt"][0] for s in singles]
+    assert report["new_tokens"] == sum(s["new_tokens"] for s in singles) == 60
+    assert report["target_forwards"] == sum(s["target_forwards"] for s in singles)
+    assert report["mean_accepted_per_target_forward"] == round(60 / report["target_forwards"], 3)
+    perfect = measure_acceptance(tiny_target, copy.deepcopy(tiny_target), prompts, max_new_tokens=30, gamma=4)
+    assert perfect["draft_acceptance_rate"] == 1.0 and set(perfect["accepted_by_depth"].values()) == {1.0}
+    assert perfect["mean_accepted_per_target_forward"] > report["mean_accepted_per_target_forward"]
