@@ -56,3 +56,22 @@ def test_distill_loss_is_zero_for_a_copy_of_the_target_and_matches_the_masked_kl
     w = (batch["weights"][:, 1:] == 1.0).double()
     ref = ((t.exp() * (t - d)).sum(-1) * w).sum() / w.sum() * 4.0
     assert torch.allclose(loss.double(), ref.detach(), rtol=1e-5)
+
+
+def test_a_right_padded_batch_runs_unmasked_with_the_same_real_states():
+    """hidden_and_head drops the padding mask only where no real position could see a pad."""
+    from voicestream.voice.slot_logits import hidden_and_head, right_padded
+
+    vocab = VoiceVocab()
+    model = build_model(PRESETS["tiny"][0], vocab, seed=1).double()
+    batch = _batch(vocab)
+    mask = batch["attention_mask"]
+    assert right_padded(mask) and not bool(mask.all())  # the test needs a padded row
+    hidden, _ = hidden_and_head(model, batch["input_ids"], mask)
+    ref = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert torch.allclose(hidden[real], ref[real], atol=1e-10)
+
+    left = mask.flip(-1)  # left padding: dropping the mask would change real states
+    assert not right_padded(left)
+    assert right_padded(torch.ones(2, 5, dtype=torch.long))
