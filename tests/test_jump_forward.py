@@ -94,6 +94,35 @@ def test_greedy_tokens_are_unchanged_and_forced_tokens_cost_no_forward(pair, pip
     assert work["on_target"] < work["off_target"] and work["on_draft"] < work["off_draft"], work
 
 
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined"])
+def test_acceptance_by_depth_counts_only_what_the_draft_chose(pair, pipelined):
+    """Forced tokens that join a chunk are verified (totals) but are not a draft depth:
+    per-depth figures stop at gamma however long the forced runs are."""
+    target, draft = pair
+    gamma = 3
+    cfg = SpecConfig(gamma=gamma, max_new_tokens=80, stop_ids=[-1], pipelined=pipelined, speculate_threshold=0.0,
+                     draft_length="fixed")
+    stats = GenerationStats()
+    for prompt in ([3, 4, 5], [11, 0], [40, 41], [72]):
+        collect(SpeculativeDecoder(target, draft), prompt, cfg, constraint=CHAINS, stats=stats)
+    longest = max(stats.committed_histogram)
+    assert longest > gamma + 1, "the test needs chunks lengthened by forced runs"
+    assert max(stats.drafted_at_depth) <= gamma + int(pipelined)
+    assert sum(stats.drafted_at_depth.values()) < stats.drafted_tokens  # forced candidates are in the totals only
+    assert all(0.0 <= r <= 1.0 for r in stats.accepted_by_depth().values())
+
+
+def test_record_step_skips_forced_candidates_when_numbering_depths():
+    stats = GenerationStats()
+    stats.record_step(5, 3, 4, [True, False, True, False, True])  # 3 drafted; the first two of them accepted
+    assert dict(stats.drafted_at_depth) == {1: 1, 2: 1, 3: 1}
+    assert dict(stats.accepted_at_depth) == {1: 1, 2: 1, 3: 0}
+    assert (stats.drafted_tokens, stats.accepted_drafted) == (5, 3)
+    stats.record_step(2, 2, 3)  # no flags: every candidate drafted
+    assert stats.accepted_by_depth() == {1: 1.0, 2: 1.0, 3: 0.0}
+
+
 def test_batched_sessions_equal_single_sessions_with_jump_forward(pair):
     target, draft = pair
     single = SpeculativeDecoder(target, draft)

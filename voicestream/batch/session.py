@@ -177,7 +177,7 @@ class SessionState(Progress):
         if any(self.free):
             self.length.update(sum(self.free[:n]), sum(self.free))
         new = cands[:n] + ([token] if token is not None else [])
-        self.stats.record_step(k, n, len(new))
+        self.stats.record_step(k, n, len(new), self.free)
         # the slot keeps everything committed before + the accepted candidates
         self.target_len = base + n
         return self._commit(new), base + n

@@ -514,7 +514,7 @@ class _Generation(Progress):
         if chunk.drafted():
             self.length.update(chunk.drafted(n), chunk.drafted())
         new = cands[:n] + ([token] if token is not None else [])
-        self.stats.record_step(k, n, len(new))
+        self.stats.record_step(k, n, len(new), chunk.free)
         out = self._commit(new)
         if len(self.seq) != base + len(new):
             self.pending_logits = None  # forced tokens joined after the verified ones: fed next time

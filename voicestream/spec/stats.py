@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Sequence
 
 
 @dataclass
@@ -25,14 +26,25 @@ class GenerationStats:
     finished_at: float | None = None
     finish_reason: str | None = None
 
-    def record_step(self, drafted: int, accepted: int, committed: int) -> None:
+    def record_step(self, drafted: int, accepted: int, committed: int, free: Sequence[bool] | None = None) -> None:
+        """One verification of ``drafted`` candidates, the first ``accepted`` of them kept.
+
+        ``free`` flags the candidates the draft chose; grammar-forced tokens that joined
+        the chunk (False) count in the totals but not as a draft depth, so the per-depth
+        figures describe the draft alone and stop at its draft length.
+        """
         self.verify_steps += 1
         self.drafted_tokens += drafted
         self.accepted_drafted += accepted
         self.committed_histogram[committed] += 1
-        for d in range(1, drafted + 1):
-            self.drafted_at_depth[d] += 1
-            self.accepted_at_depth[d] += d <= accepted
+        free = ([] if free is None else list(free)[:drafted])
+        free += [True] * (drafted - len(free))
+        depth = 0
+        for i, chosen in enumerate(free):
+            if chosen:
+                depth += 1
+                self.drafted_at_depth[depth] += 1
+                self.accepted_at_depth[depth] += i < accepted
 
     def add(self, other: "GenerationStats") -> None:
         """Fold another generation's counts into these (totals over many prompts)."""
