@@ -94,7 +94,6 @@ def test_greedy_tokens_are_unchanged_and_forced_tokens_cost_no_forward(pair, pip
     assert work["on_target"] < work["off_target"] and work["on_draft"] < work["off_draft"], work
 
 
-
 @pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined"])
 def test_acceptance_by_depth_counts_only_what_the_draft_chose(pair, pipelined):
     """Forced tokens that join a chunk are verified (totals) but are not a draft depth:

@@ -60,7 +60,8 @@ def test_distill_loss_is_zero_for_a_copy_of_the_target_and_matches_the_masked_kl
 
 def test_a_right_padded_batch_runs_unmasked_with_the_same_real_states():
     """hidden_and_head drops the padding mask only where no real position could see a pad."""
-    from voicestream.voice.slot_logits import hidden_and_head, right_padded
+    from voicestream.models import right_padded
+    from voicestream.voice.slot_logits import hidden_and_head
 
     vocab = VoiceVocab()
     model = build_model(PRESETS["tiny"][0], vocab, seed=1).double()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import SamplingConfig, SpecConfig
-from .models import load_causal_lm, resolve_draft
+from .models import load_causal_lm, padding_mask, resolve_draft
 from .spec import SpeculativeDecoder
 from .spec.measure import measure_acceptance
 from .voice.loop import LoopConfig, lr_at
@@ -198,7 +198,7 @@ class TargetStates:
         todo = sorted({i for i in picks if i not in self.cache})
         if todo:
             ids, mask = padded_batch([rows[picks.index(i)] for i in todo], pad_id)
-            hidden = self.target.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = self.target.get_decoder()(input_ids=ids, attention_mask=padding_mask(mask)).last_hidden_state
             for j, i in enumerate(todo):
                 self.cache[i] = hidden[j, : len(rows[picks.index(i)])].clone()
         t = max(len(r) for r in rows)
@@ -236,8 +236,9 @@ def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs:
     if feature:
         if t_hidden is None:
             with torch.no_grad():
-                t_hidden = target.get_decoder()(input_ids=batch, attention_mask=mask).last_hidden_state
+                t_hidden = target.get_decoder()(input_ids=batch, attention_mask=padding_mask(mask)).last_hidden_state
         return _feature_kl(target, draft, batch, mask, weights, t_hidden, unroll=unroll)
+    mask = padding_mask(mask)
     with torch.no_grad():
         t_logp = F.log_softmax(target(batch, attention_mask=mask).logits.float(), -1)
     d_logp = F.log_softmax(draft(batch, attention_mask=mask).logits.float(), -1)

@@ -39,6 +39,22 @@ def compute_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and native_bf16(device) else torch.float32
 
 
+def right_padded(attention_mask: torch.Tensor) -> bool:
+    """True when every row of ``attention_mask`` (B, T) is ones then zeros."""
+    lengths = attention_mask.sum(-1, keepdim=True)
+    return bool((attention_mask == (torch.arange(attention_mask.shape[-1], device=lengths.device) < lengths)).all())
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """The padding mask a training forward over a padded batch needs: None when the batch
+    is right-padded. Under the causal mask no real position can see a pad (pads come
+    after it), so real positions get the same states without it, and attention takes its
+    causal path -- it skips the upper triangle and builds no (B, 1, T, T) mask, which made
+    attention ~45 % of a CPU training step. Pad positions' states are then meaningless;
+    callers must give them no weight."""
+    return None if right_padded(attention_mask) else attention_mask
+
+
 def load_causal_lm(
     path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> PreTrainedModel:

@@ -37,7 +37,7 @@ class GenerationStats:
         self.drafted_tokens += drafted
         self.accepted_drafted += accepted
         self.committed_histogram[committed] += 1
-        free = ([] if free is None else list(free)[:drafted])
+        free = [] if free is None else list(free)[:drafted]
         free += [True] * (drafted - len(free))
         depth = 0
         for i, chosen in enumerate(free):

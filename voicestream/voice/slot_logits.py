@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import padding_mask
 from .data import masked_logits
 from .vocab import GrammarState, VoiceVocab
 
-__all__ = ["SlotGroup", "group_logits", "hidden_and_head", "position_groups", "right_padded", "scatter"]
+__all__ = ["SlotGroup", "group_logits", "hidden_and_head", "position_groups", "scatter"]
 
 
 @dataclass
@@ -33,23 +34,11 @@ class SlotGroup:
     offset: int  # logits column j is vocabulary id offset + j
 
 
-def right_padded(attention_mask: torch.Tensor) -> bool:
-    """True when every row of ``attention_mask`` (B, T) is ones then zeros."""
-    lengths = attention_mask.sum(-1, keepdim=True)
-    return bool((attention_mask == (torch.arange(attention_mask.shape[-1], device=lengths.device) < lengths)).all())
-
-
 def hidden_and_head(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-    """The decoder's last hidden states ``(B, T, H)`` and the LM head weight ``(V, H)``.
-
-    A right-padded batch runs with no padding mask: under the causal mask no real position
-    can see a pad (pads come after it), so real positions get the same states, and the
-    attention kernel takes its causal path -- it skips the upper triangle and builds no
-    (B, 1, T, T) mask, which made attention ~45 % of a CPU training step.  Pad positions'
-    states are then meaningless; every loss here gives them weight 0.
-    """
-    mask = None if right_padded(attention_mask) else attention_mask
-    out = model.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False)
+    """The decoder's last hidden states ``(B, T, H)`` and the LM head weight ``(V, H)``
+    (a right-padded batch runs unmasked, :func:`~voicestream.models.padding_mask`; every
+    loss here gives pads weight 0)."""
+    out = model.get_decoder()(input_ids=input_ids, attention_mask=padding_mask(attention_mask), use_cache=False)
     head = model.get_output_embeddings()
     if getattr(head, "bias", None) is not None:
         raise ValueError("slot-restricted logits assume a bias-free LM head")
