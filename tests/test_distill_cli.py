@@ -155,3 +155,43 @@ def test_distill_continues_from_a_given_draft_on_greedy_generations(tmp_path):
         greedy = [t for c in dec.generate(seq[:n], SpecConfig(max_new_tokens=16)) for t in c.tokens]
         assert seq[n:] == greedy
     dec.close()
+
+
+def test_bf16_distillation_computes_the_same_loss_and_keeps_fp32_weights(tmp_path):
+    """--bf16 (default where the CPU computes bf16 natively) autocasts the training forwards
+    only: the KL matches fp32 closely, gradients reach fp32 weights, cached target states stay
+    fp32, and the run reports which it used."""
+    import torch
+
+    from voicestream.distill import TargetStates, kl_loss, kl_weights, padded_batch
+    from voicestream.spec.feature_draft import FeatureDraft, FeatureDraftConfig
+
+    target = random_llama(vocab_size=64, hidden_size=64, num_layers=2, num_heads=4, seed=3)
+    torch.manual_seed(0)
+    draft = FeatureDraft(FeatureDraftConfig.for_target(target))
+    rows = [[1, 5, 9, 2, 7, 7, 3, 11, 4], [2, 8, 6, 1, 3]]
+    batch, mask = padded_batch(rows, 0)
+    weights = kl_weights(rows, [2, 2], batch.shape[1])
+    losses, grads = {}, {}
+    for bf16 in (False, True):
+        states = TargetStates(target, bf16).batch([0, 1], rows, 0)
+        assert states.dtype == torch.float32
+        torch.manual_seed(1)  # the same feature noise and anchors in both precisions
+        draft.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = kl_loss(target, draft, None, batch, mask, rows, weights, t_hidden=states, unroll=2)
+        loss.backward()
+        losses[bf16] = float(loss.detach())
+        grads[bf16] = torch.cat([p.grad.flatten() for p in draft.parameters() if p.grad is not None])
+        assert all(p.dtype == torch.float32 for p in draft.parameters())
+    assert losses[True] == pytest.approx(losses[False], rel=0.05)
+    cos = torch.nn.functional.cosine_similarity(grads[True], grads[False], dim=0)
+    assert cos > 0.95  # the same direction of descent
+
+    target.save_pretrained(tmp_path / "target")
+    for flag, used in (("--bf16", True), ("--no-bf16", False)):
+        out = tmp_path / flag.strip("-")
+        assert cli_main(["distill", "--target", str(tmp_path / "target"), "--out", str(out), "--n-prompts", "10",
+                         "--gen-tokens", "12", "--kind", "feature", "--batch", "4", "--steps", "3",
+                         "--eval-tokens", "8", flag]) == 0
+        assert json.loads((out / "acceptance.json").read_text())["bf16"] is used

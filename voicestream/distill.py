@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import SamplingConfig, SpecConfig
-from .models import load_causal_lm, padding_mask, resolve_draft
+from .models import load_causal_lm, native_bf16, padding_mask, resolve_draft
 from .spec import SpeculativeDecoder
 from .spec.measure import measure_acceptance
 from .voice.loop import LoopConfig, lr_at
@@ -188,8 +188,9 @@ class TargetStates:
     a feature draft's inputs and targets never change, and the target's forward is most of
     a step's cost."""
 
-    def __init__(self, target) -> None:
+    def __init__(self, target, bf16: bool = False) -> None:
         self.target = target
+        self.bf16 = bf16
         self.cache: dict[int, torch.Tensor] = {}
 
     @torch.no_grad()
@@ -198,9 +199,10 @@ class TargetStates:
         todo = sorted({i for i in picks if i not in self.cache})
         if todo:
             ids, mask = padded_batch([rows[picks.index(i)] for i in todo], pad_id)
-            hidden = self.target.get_decoder()(input_ids=ids, attention_mask=padding_mask(mask)).last_hidden_state
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                hidden = self.target.get_decoder()(input_ids=ids, attention_mask=padding_mask(mask)).last_hidden_state
             for j, i in enumerate(todo):
-                self.cache[i] = hidden[j, : len(rows[picks.index(i)])].clone()
+                self.cache[i] = hidden[j, : len(rows[picks.index(i)])].float().clone()
         t = max(len(r) for r in rows)
         return torch.stack([F.pad(self.cache[i], (0, 0, 0, t - self.cache[i].shape[0])) for i in picks])
 
@@ -293,7 +295,8 @@ def distill(args: argparse.Namespace) -> dict:
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
     draft.train()
-    states = TargetStates(target) if is_feature_draft(draft) else None
+    bf16 = native_bf16("cpu") if args.bf16 is None else args.bf16
+    states = TargetStates(target, bf16) if is_feature_draft(draft) else None
     deadline = time.monotonic() + 60 * args.minutes
     rng = random.Random(args.seed + step)
     bar = tqdm(total=args.steps, initial=step, desc="distill")
@@ -312,7 +315,8 @@ def distill(args: argparse.Namespace) -> dict:
         batch, mask = padded_batch(rows, pad_id)
         weights = kl_weights(rows, [prompt_lens[i] for i in pick], batch.shape[1])
         t_hidden = states.batch(pick, rows, pad_id) if states is not None else None
-        loss = kl_loss(target, draft, voice, batch, mask, rows, weights, t_hidden=t_hidden, unroll=args.unroll)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = kl_loss(target, draft, voice, batch, mask, rows, weights, t_hidden=t_hidden, unroll=args.unroll)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -329,7 +333,7 @@ def distill(args: argparse.Namespace) -> dict:
     draft.save_pretrained(draft_dir)
     torch.save({"optimizer": opt.state_dict(), "step": step}, state_path)
     after = measure_acceptance(target, draft.eval(), held, max_new_tokens=args.eval_tokens, constraint=constraint)
-    report = {"step": step, "lr": opt.param_groups[0]["lr"], "kl_first": first_loss, "kl": loss_val, "acceptance_before": before, "acceptance_after": after,
+    report = {"step": step, "bf16": bf16, "lr": opt.param_groups[0]["lr"], "kl_first": first_loss, "kl": loss_val, "acceptance_before": before, "acceptance_after": after,
               "draft_params": sum(p.numel() for p in draft.parameters()), "draft_dir": str(draft_dir)}
     (out / "acceptance.json").write_text(json.dumps(report, indent=2))
     return report
@@ -364,6 +368,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
+    bf16 = p.add_mutually_exclusive_group()
+    bf16.add_argument("--bf16", dest="bf16", action="store_true", default=None,
+                      help="train in bf16 autocast (weights and optimizer stay fp32; default: where the CPU "
+                           "computes bf16 natively, AVX512-BF16/AMX, ~1.5x faster steps there)")
+    bf16.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32")
 
 
 def main(args: argparse.Namespace) -> int:
