@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..malloc import keep_freed_memory
 from ..models import native_bf16
 from .data import BatchPlan, Example, collate
 
@@ -245,6 +246,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        keep_freed_memory()  # a step's freed activations are reused, not faulted in again
         self.out.mkdir(parents=True, exist_ok=True)
         self.model.train()
         start = time.perf_counter()
