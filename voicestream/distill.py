@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from .config import SamplingConfig, SpecConfig
 from .malloc import keep_freed_memory
-from .models import load_causal_lm, native_bf16, padding_mask, resolve_draft
+from .models import load_causal_lm, padding_mask, resolve_draft
 from .spec import SpeculativeDecoder
 from .spec.measure import measure_acceptance
-from .voice.loop import LoopConfig, lr_at
+from .voice.loop import LoopConfig, add_bf16_arguments, bf16_of, lr_at
 
 
 def draft_config(target_config, layers: int, hidden: int | None):
@@ -298,7 +298,7 @@ def distill(args: argparse.Namespace) -> dict:
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
     draft.train()
-    bf16 = native_bf16("cpu") if args.bf16 is None else args.bf16
+    bf16 = bf16_of(args)
     states = TargetStates(target, bf16) if is_feature_draft(draft) else None
     keep_freed_memory()  # a step's freed activations are reused, not faulted in again (~1.25x here)
     deadline = time.monotonic() + 60 * args.minutes
@@ -372,11 +372,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
-    bf16 = p.add_mutually_exclusive_group()
-    bf16.add_argument("--bf16", dest="bf16", action="store_true", default=None,
-                      help="train in bf16 autocast (weights and optimizer stay fp32; default: where the CPU "
-                           "computes bf16 natively, AVX512-BF16/AMX, ~1.5x faster steps there)")
-    bf16.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32")
+    add_bf16_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:

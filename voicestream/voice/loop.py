@@ -334,12 +334,23 @@ def add_loop_arguments(ap: "argparse.ArgumentParser", *, warmup: bool = False) -
     ap.add_argument("--batch-tokens", type=int, default=None)
     ap.add_argument("--ckpt-minutes", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    bf16 = ap.add_mutually_exclusive_group()
-    bf16.add_argument("--bf16", dest="bf16", action="store_true", default=None,
-                      help="bf16 autocast (default: where the device computes bf16 natively)")
-    bf16.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32")
+    add_bf16_arguments(ap)
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--no-progress", action="store_true")
+
+
+def add_bf16_arguments(ap: "argparse.ArgumentParser") -> None:
+    """``--bf16`` / ``--no-bf16``; unset, :func:`bf16_of` picks what the device computes natively."""
+    bf16 = ap.add_mutually_exclusive_group()
+    bf16.add_argument("--bf16", dest="bf16", action="store_true", default=None,
+                      help="bf16 autocast; weights and optimizer stay fp32 (default: where the device computes "
+                           "bf16 natively, e.g. AVX512-BF16/AMX CPUs)")
+    bf16.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32")
+
+
+def bf16_of(args: "argparse.Namespace", device: str = "cpu") -> bool:
+    """Whether to train in bf16 autocast on ``device``, from :func:`add_bf16_arguments` flags."""
+    return native_bf16(device) if args.bf16 is None else args.bf16
 
 
 def loop_overrides(args: "argparse.Namespace") -> dict:
@@ -348,7 +359,7 @@ def loop_overrides(args: "argparse.Namespace") -> dict:
         "minutes": args.minutes, "threads": args.threads, "max_steps": args.steps, "total_steps": args.total_steps,
         "lr": args.lr, "batch_tokens": args.batch_tokens, "ckpt_minutes": args.ckpt_minutes,
         "progress": not args.no_progress, "device": args.device,
-        "bf16": native_bf16(args.device) if args.bf16 is None else args.bf16,
+        "bf16": bf16_of(args, args.device),
     }
     if hasattr(args, "warmup_steps"):
         overrides["warmup_steps"] = args.warmup_steps
