@@ -47,7 +47,7 @@ def test_large_activations_come_from_the_heap_and_are_reused():
         pytest.skip(f"no glibc mallinfo2: {e.stderr[-200:]}")
     assert tuned["tuned"] is True
     big = 48 * 2**20
-    assert all(m >= big for m in plain["mapped"])  # above glibc's mmap threshold: mapped every step
+    assert plain["mapped"][0] >= big  # untuned, glibc maps a block this big (later steps vary with its heap)
     assert all(m == 0 for m in tuned["mapped"])  # tuned: served from the heap
     assert tuned["heap"][-1] == tuned["heap"][5] >= big  # ... the same heap, reused: it stops growing
     assert tuned["faults"] < plain["faults"] / 2  # so its pages are not faulted in again every step
