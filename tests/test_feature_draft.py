@@ -16,10 +16,10 @@ from conftest import collect, hf_greedy
 from stats_util import chi_square, chi_square_critical
 
 
-def _pair(seed: int = 2, dtype=torch.float64):
+def _pair(seed: int = 2, dtype=torch.float64, layers: int = 1):
     target = random_llama(vocab_size=96, hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=2, seed=seed)
     torch.manual_seed(seed + 1)
-    draft = FeatureDraft(FeatureDraftConfig.for_target(target))
+    draft = FeatureDraft(FeatureDraftConfig.for_target(target, num_hidden_layers=layers))
     with torch.no_grad():  # random but not tiny: its predictions must matter to the checks below
         for p in draft.parameters():
             if p.ndim == 2:
@@ -35,8 +35,9 @@ def _reference(target, draft, seq, states):
     return target.get_output_embeddings()(pred).float()  # runners give float32 logits
 
 
-def test_runner_cache_matches_a_full_pass_through_drafting_rollback_and_verification():
-    target, draft = _pair()
+@pytest.mark.parametrize("layers", [1, 2])
+def test_runner_cache_matches_a_full_pass_through_drafting_rollback_and_verification(layers):
+    target, draft = _pair(layers=layers)
     seq = list(range(10, 40))
     with torch.inference_mode():
         t_run = LeanLlamaRunner(target)
@@ -77,12 +78,12 @@ def test_runner_cache_matches_a_full_pass_through_drafting_rollback_and_verifica
         torch.testing.assert_close(got, ref[-1])
 
 
-@pytest.mark.parametrize("p", [0, 5, 17])
-def test_unrolled_training_depths_are_what_decoding_drafts(p):
+@pytest.mark.parametrize("p,layers", [(0, 1), (5, 1), (17, 1), (5, 2), (17, 3)])
+def test_unrolled_training_depths_are_what_decoding_drafts(p, layers):
     """Training-time test: depth s of ``FeatureDraft.unroll`` at position j must be exactly the
     state the decoding cache predicts for the s-th drafted token there (its inputs, and the
-    entries it attends to, built on the draft's own earlier predictions)."""
-    target, draft = _pair()
+    entries it attends to -- in every layer -- built on the draft's own earlier predictions)."""
+    target, draft = _pair(layers=layers)
     seq = list(range(10, 40))
     depth = 4
     with torch.inference_mode():
@@ -115,9 +116,10 @@ def test_unrolled_training_depths_are_what_decoding_drafts(p):
                 torch.testing.assert_close(states[0, i], at(s, j))
 
 
-@pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "pipelined-flag"])
-def test_greedy_output_is_the_targets_token_for_token(pipelined):
-    target, draft = _pair()
+@pytest.mark.parametrize("pipelined,layers", [(False, 1), (True, 1), (False, 2)],
+                         ids=["sequential", "pipelined-flag", "two-layer-draft"])
+def test_greedy_output_is_the_targets_token_for_token(pipelined, layers):
+    target, draft = _pair(layers=layers)
     prompt = [5, 6, 7, 8]
     expected = hf_greedy(target, prompt, 48)
     dec = SpeculativeDecoder(target, draft)
@@ -211,6 +213,44 @@ def test_saved_feature_drafts_load_and_refuse_another_target(tmp_path):
         resolve_draft(narrow, str(tmp_path / "fd"))
     with pytest.raises(IncompatibleModelsError, match="trained for another target"):
         SpeculativeDecoder(narrow, loaded)
+
+
+def test_a_grown_draft_computes_what_it_grew_from_and_then_trains_its_new_layer():
+    """``grown`` adds layers on top that start as no-ops: the deeper draft drafts exactly what
+    the trained one did (no acceptance lost when distillation goes deeper), and its new layer
+    learns from the first step (its zeroed output projections get gradients)."""
+    target, draft = _pair(dtype=torch.float32)
+    deeper = draft.grown(2)
+    assert len(deeper.layers) == 2 and deeper.config.num_hidden_layers == 2
+    seq = list(range(10, 40))
+    with torch.no_grad():
+        feats = shift_features(target.get_decoder()(torch.tensor([seq])).last_hidden_state)
+        emb = target.get_input_embeddings()(torch.tensor([seq]))
+        for (_, a), (_, b) in zip(draft.unroll(feats, emb, 3), deeper.unroll(feats, emb, 3)):
+            torch.testing.assert_close(a, b)
+    deeper.train()
+    deeper(feats, emb).pow(2).sum().backward()
+    new = deeper.layers[1]
+    assert new.o_proj.weight.grad.abs().sum() > 0 and new.down_proj.weight.grad.abs().sum() > 0
+    assert deeper.layers[0].q_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot grow"):
+        deeper.grown(1)
+
+
+def test_one_layer_drafts_saved_with_top_level_weights_still_load(tmp_path):
+    """Drafts saved before ``layers`` existed kept their one layer's weights at the top level
+    (the shipped voice's draft among them): they load into ``layers.0``, unchanged."""
+    from safetensors.torch import load_file, save_file
+
+    target, draft = _pair(dtype=torch.float32)
+    draft.save_pretrained(tmp_path / "fd")
+    weights = load_file(tmp_path / "fd" / "model.safetensors")
+    legacy = {k.removeprefix("layers.0."): v for k, v in weights.items()}
+    assert "q_proj.weight" in legacy and not any(k.startswith("layers.") for k in legacy)
+    save_file(legacy, tmp_path / "fd" / "model.safetensors", metadata={"format": "pt"})
+    loaded = resolve_draft(target, str(tmp_path / "fd"))
+    for (name, a), b in zip(draft.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_batched_decoding_refuses_a_feature_draft_clearly():

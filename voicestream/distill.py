@@ -282,14 +282,16 @@ def distill(args: argparse.Namespace) -> dict:
         state = torch.load(state_path)
     elif args.init_from:  # continue from an existing draft (its kind decides; --kind is ignored)
         draft = resolve_draft(target, args.init_from)
+        if is_feature_draft(draft) and args.layers and args.layers != len(draft.layers):
+            draft = draft.grown(args.layers)  # deeper, starting from what the given draft computes
         state = None
     elif args.kind == "feature":
-        draft = FeatureDraft(FeatureDraftConfig.for_target(target))
+        draft = FeatureDraft(FeatureDraftConfig.for_target(target, num_hidden_layers=args.layers or 1))
         state = None
     else:
         from transformers import AutoModelForCausalLM
 
-        draft = AutoModelForCausalLM.from_config(draft_config(target.config, args.layers, args.hidden))
+        draft = AutoModelForCausalLM.from_config(draft_config(target.config, args.layers or 2, args.hidden))
         state = None
     before = measure_acceptance(target, draft.eval(), held, max_new_tokens=args.eval_tokens, constraint=constraint)
     opt = torch.optim.AdamW(draft.parameters(), lr=args.lr)
@@ -350,7 +352,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-prompts", type=int, default=200, help="default prompt set size")
     p.add_argument("--gen-tokens", type=int, default=128, help="target tokens generated per prompt")
     p.add_argument("--kind", choices=["lm", "feature"], default="lm",
-                   help="lm: a small LM of the target's architecture; feature: one layer that extrapolates "
+                   help="lm: a small LM of the target's architecture; feature: --layers (default 1) that extrapolate "
                         "the target's hidden states (EAGLE-style; needs a Llama/Qwen2/Mistral target)")
     p.add_argument("--unroll", type=int, default=3,
                    help="--kind feature: also train drafting depths 2..N on the draft's own predicted states, "
@@ -358,7 +360,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="start from this draft directory (LM or feature draft) instead of a fresh one")
     p.add_argument("--data-temperature", type=float, default=1.0,
                    help="the target's generations are sampled at this temperature; 0: greedy (train for a greedy decoder)")
-    p.add_argument("--layers", type=int, default=2, help="--kind lm: draft layers")
+    p.add_argument("--layers", type=int, default=None,
+                   help="draft layers (default: 2 for --kind lm, 1 for --kind feature); with --init-from a "
+                        "feature draft of fewer layers, the new ones go on top and start as no-ops")
     p.add_argument("--hidden", type=int, default=None, help="draft hidden size (default: the target's)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)

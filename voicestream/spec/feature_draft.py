@@ -16,6 +16,7 @@ Reference: Li et al., "EAGLE: Speculative Sampling Requires Rethinking Feature U
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from .compat import IncompatibleModelsError, output_vocab_size
 from .lean_runner import apply_rope, rms_norm
 
 MODEL_TYPE = "voicestream_feature_draft"
+# drafts saved before drafts could have several layers kept their one layer's weights at the top level
+LEGACY_KEYS = {r"^(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|input_norm|post_norm)\b": r"layers.0.\1"}
 
 
 class FeatureDraftConfig(PretrainedConfig):
@@ -44,6 +47,7 @@ class FeatureDraftConfig(PretrainedConfig):
         rope_theta: float = 10000.0,
         vocab_size: int = 256,
         max_position_embeddings: int = 4096,
+        num_hidden_layers: int = 1,
         **kwargs,
     ) -> None:
         self.hidden_size = hidden_size
@@ -55,6 +59,7 @@ class FeatureDraftConfig(PretrainedConfig):
         self.rope_theta = rope_theta
         self.vocab_size = vocab_size  # the target's output vocabulary (checked when bound)
         self.max_position_embeddings = max_position_embeddings
+        self.num_hidden_layers = num_hidden_layers
         super().__init__(**kwargs)
 
     @classmethod
@@ -78,18 +83,15 @@ class FeatureDraftConfig(PretrainedConfig):
         return cls(**kw)
 
 
-class FeatureDraft(PreTrainedModel):
-    """fc([feature_{j-1}; embed(token_j)]) -> one pre-norm attention + SwiGLU layer -> norm."""
-
-    config_class = FeatureDraftConfig
-    base_model_prefix = "feature_draft"
-    _no_split_modules: list[str] = []
+class FeatureLayer(nn.Module):
+    """One pre-norm attention + SwiGLU block, split where the attention goes (training
+    attends over its own layouts of cached entries, decoding over a KV cache)."""
 
     def __init__(self, config: FeatureDraftConfig) -> None:
-        super().__init__(config)
-        h, hd = config.hidden_size, config.head_dim
-        nq, nkv = config.num_attention_heads * hd, config.num_key_value_heads * hd
-        self.fc = nn.Linear(2 * h, h, bias=False)
+        super().__init__()
+        h = config.hidden_size
+        nq, nkv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+        self.config = config
         self.q_proj = nn.Linear(h, nq, bias=False)
         self.k_proj = nn.Linear(h, nkv, bias=False)
         self.v_proj = nn.Linear(h, nkv, bias=False)
@@ -99,6 +101,39 @@ class FeatureDraft(PreTrainedModel):
         self.down_proj = nn.Linear(config.intermediate_size, h, bias=False)
         self.input_norm = nn.Parameter(torch.ones(h))
         self.post_norm = nn.Parameter(torch.ones(h))
+
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """RoPE'd queries, keys and values (B, heads, T, hd) of residual stream ``x`` (B, T, H)."""
+        cfg = self.config
+        b, t, _ = x.shape
+        hd = cfg.head_dim
+        h = rms_norm(x, self.input_norm, cfg.rms_norm_eps)
+        q = self.q_proj(h).view(b, t, cfg.num_attention_heads, hd).transpose(1, 2)
+        k = self.k_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
+        v = self.v_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """Attention output (B, heads, T, hd) -> o_proj and SwiGLU added to the residual ``x``."""
+        b, _, t, _ = att.shape
+        x = x + self.o_proj(att.transpose(1, 2).reshape(b, t, -1))
+        h = rms_norm(x, self.post_norm, self.config.rms_norm_eps)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class FeatureDraft(PreTrainedModel):
+    """fc([feature_{j-1}; embed(token_j)]) -> ``num_hidden_layers`` pre-norm attention +
+    SwiGLU layers (one by default, as EAGLE) -> norm."""
+
+    config_class = FeatureDraftConfig
+    base_model_prefix = "feature_draft"
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: FeatureDraftConfig) -> None:
+        super().__init__(config)
+        h = config.hidden_size
+        self.fc = nn.Linear(2 * h, h, bias=False)
+        self.layers = nn.ModuleList(FeatureLayer(config) for _ in range(config.num_hidden_layers))
         self.final_norm = nn.Parameter(torch.ones(h))
         self._rope_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.post_init()
@@ -106,6 +141,27 @@ class FeatureDraft(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> "FeatureDraft":
+        kwargs.setdefault("key_mapping", LEGACY_KEYS)  # one-layer drafts saved before ``layers`` existed
+        return super().from_pretrained(*args, **kwargs)
+
+    def grown(self, layers: int) -> "FeatureDraft":
+        """A copy with ``layers`` layers computing exactly what this one does: the new layers
+        go on top with zero output projections (each adds nothing to the residual stream until
+        trained), so a deeper draft starts from a trained one's acceptance, not from scratch."""
+        if layers < len(self.layers):
+            raise ValueError(f"cannot grow a {len(self.layers)}-layer feature draft to {layers} layers")
+        cfg = copy.deepcopy(self.config)
+        cfg.num_hidden_layers = layers
+        bigger = FeatureDraft(cfg).to(self.fc.weight.dtype)
+        bigger.load_state_dict(self.state_dict(), strict=False)  # all but the new layers
+        with torch.no_grad():
+            for layer in bigger.layers[len(self.layers):]:
+                layer.o_proj.weight.zero_()
+                layer.down_proj.weight.zero_()
+        return bigger
 
     # --- pieces shared by training and decoding ------------------------------------------
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,27 +177,6 @@ class FeatureDraft(PreTrainedModel):
         cos, sin = self._rope_cache
         dtype = self.fc.weight.dtype
         return cos[positions][:, None].to(dtype), sin[positions][:, None].to(dtype)
-
-    def _project(self, features: torch.Tensor, token_embeds: torch.Tensor, positions: torch.Tensor):
-        """The layer's residual input and its RoPE'd queries, keys and values (B, heads, T, hd)."""
-        cfg = self.config
-        b, t, _ = features.shape
-        hd = cfg.head_dim
-        x = self.fc(torch.cat([features, token_embeds], -1))
-        h = rms_norm(x, self.input_norm, cfg.rms_norm_eps)
-        q = self.q_proj(h).view(b, t, cfg.num_attention_heads, hd).transpose(1, 2)
-        k = self.k_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
-        v = self.v_proj(h).view(b, t, cfg.num_key_value_heads, hd).transpose(1, 2)
-        cos, sin = self.rope(positions)
-        return x, apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
-
-    def _finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
-        """Attention output (B, heads, T, hd) -> o_proj, SwiGLU, final norm: the predicted states."""
-        b, _, t, _ = att.shape
-        x = x + self.o_proj(att.transpose(1, 2).reshape(b, t, -1))
-        h = rms_norm(x, self.post_norm, self.config.rms_norm_eps)
-        x = x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
-        return rms_norm(x, self.final_norm, self.config.rms_norm_eps)
 
     def forward(self, features: torch.Tensor, token_embeds: torch.Tensor) -> torch.Tensor:
         """Training: ``features[:, j]`` is the target's state at j-1 (zeros at 0), ``token_embeds[:, j]``
@@ -169,23 +204,35 @@ class FeatureDraft(PreTrainedModel):
         dev = features.device
         gqa = self.config.num_key_value_heads != self.config.num_attention_heads
         every = torch.arange(t, device=dev)
-        x, q, k1, v1 = self._project(features, token_embeds, every[None].expand(b, t))
-        out = [(every, self._finish(x, F.scaled_dot_product_attention(q, k1, v1, is_causal=True, enable_gqa=gqa)))]
+        cos, sin = self.rope(every[None].expand(b, t))
+        x = self.fc(torch.cat([features, token_embeds], -1))
+        firsts: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: the depth-1 keys and values
+        for layer in self.layers:
+            q, k, v = layer.qkv(x, cos, sin)
+            firsts.append((k, v))
+            x = layer.finish(x, F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa))
+        out = [(every, self._norm(x))]
         if steps == 1:
             return out
         anchors = every[steps - 1 :] if anchors is None else anchors.to(dev)
-        keys: list[torch.Tensor] = []
-        values: list[torch.Tensor] = []
+        deeper: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in self.layers]
         prev = out[0][1][:, anchors - steps + 1]  # depth 1 at the position before depth 2's entries
         for s in range(2, steps + 1):
             pos = anchors - (steps - s)
-            x, q, k, v = self._project(prev, token_embeds[:, pos], pos[None].expand(b, -1))
-            keys.append(k)
-            values.append(v)
+            cos, sin = self.rope(pos[None].expand(b, -1))
             visible = every[None, :] <= pos[:, None] - (s - 1)  # depth-1 entries in the cache then
-            prev = self._finish(x, _unrolled_attention(q, k1, v1, visible, keys, values))
+            x = self.fc(torch.cat([prev, token_embeds[:, pos]], -1))
+            for layer, (k1, v1), (keys, values) in zip(self.layers, firsts, deeper):
+                q, k, v = layer.qkv(x, cos, sin)
+                keys.append(k)
+                values.append(v)
+                x = layer.finish(x, _unrolled_attention(q, k1, v1, visible, keys, values))
+            prev = self._norm(x)
             out.append((pos, prev))
         return out
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.final_norm, self.config.rms_norm_eps)
 
 
 def random_anchors(length: int, steps: int, fraction: float, device: torch.device | str = "cpu") -> torch.Tensor | None:

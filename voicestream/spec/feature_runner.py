@@ -34,9 +34,9 @@ class LeanFeatureDraft(BuiltPerModel):
         self.geo = Geometry(cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps)
         with torch.no_grad():
             self.fc: Linear = make_linear(self.weights, draft.fc.weight)
-            self.layer = LeanLayer(self.geo, self.weights, q=draft.q_proj, k=draft.k_proj, v=draft.v_proj,
-                                   o=draft.o_proj, gate=draft.gate_proj, up=draft.up_proj, down=draft.down_proj,
-                                   in_norm=draft.input_norm, post_norm=draft.post_norm)
+            self.layers = [LeanLayer(self.geo, self.weights, q=layer.q_proj, k=layer.k_proj, v=layer.v_proj,
+                                     o=layer.o_proj, gate=layer.gate_proj, up=layer.up_proj, down=layer.down_proj,
+                                     in_norm=layer.input_norm, post_norm=layer.post_norm) for layer in draft.layers]
             self.final_norm = draft.final_norm.detach().to(self.dtype)
 
     def step(self, feats: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
@@ -46,7 +46,8 @@ class LeanFeatureDraft(BuiltPerModel):
         cos, sin = self.model.rope(positions)  # (B, 1, q, hd)
         cos, sin = cos.transpose(1, 2).to(self.dtype), sin.transpose(1, 2).to(self.dtype)
         x = self.fc(torch.cat([feats, embeds], -1).to(self.dtype))
-        x = self.layer(x, cos, sin, mask, kv, 0)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, kv, i)
         return F.rms_norm(x, (x.shape[-1],), self.final_norm, self.geo.eps)
 
 
@@ -66,7 +67,7 @@ class FeatureDraftRunner:
         self.forwards = 0
         cfg = draft.config
         self._dtype = self.lean.dtype
-        self._kv_shape = (1, 1, cfg.num_key_value_heads, 0, cfg.head_dim)  # (layer, batch, heads, T, hd)
+        self._kv_shape = (len(draft.layers), 1, cfg.num_key_value_heads, 0, cfg.head_dim)  # (layer, batch, heads, T, hd)
         self._k = self._v = self._pred = None
         self._capacity = 0
         self._last_logits: torch.Tensor | None = None
