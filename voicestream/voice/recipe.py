@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .loop import MODEL_DIR
+from .loop import MODEL_DIR, add_bf16_arguments, bf16_of
 
 __all__ = ["main", "run_recipe"]
 
@@ -94,8 +94,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--sentences", type=int, default=4000, help="corpus size when it has to be built")
     ap.add_argument("--heldout", type=int, default=40)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                    help="bf16 autocast (default: where the device computes it natively)")
+    add_bf16_arguments(ap)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--target-preset", default="target")
     ap.add_argument("--layout", default="phones", choices=["phones", "words", "plain"],
@@ -125,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(ap)
     args = ap.parse_args(argv)
-    if args.bf16 is None:
-        from ..models import native_bf16
-
-        args.bf16 = native_bf16(args.device)
+    args.bf16 = bf16_of(args, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     summary = run_recipe(args)
