@@ -157,6 +157,33 @@ def test_distill_continues_from_a_given_draft_on_greedy_generations(tmp_path):
     dec.close()
 
 
+def test_cached_target_states_are_the_targets_and_live_in_one_buffer():
+    """Each sequence's states are computed once, equal the target's own forward, and are kept
+    in one buffer allocated up front (per-sequence tensors cached mid-training fragment the
+    heap the training steps reuse)."""
+    import torch
+
+    from voicestream.distill import TargetStates
+
+    target = random_llama(vocab_size=64, hidden_size=64, num_layers=2, num_heads=4, seed=3).eval()
+    rows = [[1, 5, 9, 2, 7, 7, 3, 11, 4], [2, 8, 6, 1, 3], [4, 4, 9]]
+    states = TargetStates(target, rows)
+    where = states.buffer.data_ptr()
+    calls = []
+    target.get_decoder().register_forward_hook(lambda *a: calls.append(1))
+    first = states.batch([2, 0], 0)
+    again = states.batch([0, 1, 2], 0)
+    assert len(calls) == 2  # rows 2 and 0 together, then row 1 alone: each row once
+    assert states.buffer.data_ptr() == where and states.buffer.shape == (17, 64)
+    assert first.shape == (2, 9, 64) and again.shape == (3, 9, 64)
+    with torch.no_grad():
+        for k, row in enumerate(rows):
+            own = target.get_decoder()(input_ids=torch.tensor([row])).last_hidden_state[0]
+            torch.testing.assert_close(again[k, : len(row)], own, atol=1e-5, rtol=1e-4)
+            assert not again[k, len(row) :].any()  # zero padding
+    torch.testing.assert_close(first[0, :3], again[2, :3])
+
+
 def test_bf16_distillation_computes_the_same_loss_and_keeps_fp32_weights(tmp_path):
     """--bf16 (default where the CPU computes bf16 natively) autocasts the training forwards
     only: the KL matches fp32 closely, gradients reach fp32 weights, cached target states stay
@@ -174,7 +201,7 @@ def test_bf16_distillation_computes_the_same_loss_and_keeps_fp32_weights(tmp_pat
     weights = kl_weights(rows, [2, 2], batch.shape[1])
     losses, grads = {}, {}
     for bf16 in (False, True):
-        states = TargetStates(target, bf16).batch([0, 1], rows, 0)
+        states = TargetStates(target, rows, bf16).batch([0, 1], 0)
         assert states.dtype == torch.float32
         torch.manual_seed(1)  # the same feature noise and anchors in both precisions
         draft.zero_grad()

@@ -51,3 +51,17 @@ def test_large_activations_come_from_the_heap_and_are_reused():
     assert all(m == 0 for m in tuned["mapped"])  # tuned: served from the heap
     assert tuned["heap"][-1] == tuned["heap"][5] >= big  # ... the same heap, reused: it stops growing
     assert tuned["faults"] < plain["faults"] / 2  # so its pages are not faulted in again every step
+
+
+def test_the_environment_can_turn_it_off():
+    """VOICESTREAM_KEEP_FREED_MEMORY=0: a process that must give memory back keeps glibc's defaults."""
+    import os
+
+    code = "from voicestream.malloc import keep_freed_memory; print(keep_freed_memory())"
+    env = {**os.environ, "VOICESTREAM_KEEP_FREED_MEMORY": "0"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert off.stdout.strip() == "False", off.stderr
+    if sys.platform.startswith("linux"):
+        env["VOICESTREAM_KEEP_FREED_MEMORY"] = "1"
+        on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert on.stdout.strip() == "True", on.stderr

@@ -189,25 +189,39 @@ def _feature_kl(target, draft, batch: torch.Tensor, weights: torch.Tensor,
 class TargetStates:
     """The frozen target's final hidden states per training sequence, computed once each:
     a feature draft's inputs and targets never change, and the target's forward is most of
-    a step's cost."""
+    a step's cost.
 
-    def __init__(self, target, bf16: bool = False) -> None:
+    They live in one buffer allocated up front, not one tensor per sequence: states cached
+    while training would otherwise be long-lived blocks scattered through the heap the steps'
+    activations are freed into, splitting its free space so that each step's large blocks
+    stop fitting and the heap grows (with :func:`~voicestream.malloc.keep_freed_memory` it
+    never shrinks: a 2-layer draft's run here grew to the machine's 24 GB by step ~490)."""
+
+    def __init__(self, target, seqs: list[list[int]], bf16: bool = False) -> None:
         self.target = target
+        self.seqs = seqs
         self.bf16 = bf16
-        self.cache: dict[int, torch.Tensor] = {}
+        lengths = torch.tensor([len(s) for s in seqs])
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]).tolist()
+        self.buffer = torch.zeros(self.offsets[-1], target.config.hidden_size)
+        self.cached = [False] * len(seqs)
 
     @torch.no_grad()
-    def batch(self, picks: list[int], rows: list[list[int]], pad_id: int) -> torch.Tensor:
-        """(B, T, H) states of ``rows`` (sequences ``picks``), zero-padded like :func:`padded_batch`."""
-        todo = sorted({i for i in picks if i not in self.cache})
+    def batch(self, picks: list[int], pad_id: int) -> torch.Tensor:
+        """(B, T, H) states of sequences ``picks``, zero-padded like :func:`padded_batch`."""
+        todo = sorted({i for i in picks if not self.cached[i]})
         if todo:
-            ids, mask = padded_batch([rows[picks.index(i)] for i in todo], pad_id)
+            ids, mask = padded_batch([self.seqs[i] for i in todo], pad_id)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 hidden = self.target.get_decoder()(input_ids=ids, attention_mask=padding_mask(mask)).last_hidden_state
             for j, i in enumerate(todo):
-                self.cache[i] = hidden[j, : len(rows[picks.index(i)])].float().clone()
-        t = max(len(r) for r in rows)
-        return torch.stack([F.pad(self.cache[i], (0, 0, 0, t - self.cache[i].shape[0])) for i in picks])
+                self.buffer[self.offsets[i] : self.offsets[i + 1]] = hidden[j, : len(self.seqs[i])].float()
+                self.cached[i] = True
+        t = max(len(self.seqs[i]) for i in picks)
+        out = self.buffer.new_zeros(len(picks), t, self.buffer.shape[1])
+        for row, i in enumerate(picks):
+            out[row, : len(self.seqs[i])] = self.buffer[self.offsets[i] : self.offsets[i + 1]]
+        return out
 
 
 def kl_loss(target, draft, voice, batch: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]],
@@ -301,7 +315,7 @@ def distill(args: argparse.Namespace) -> dict:
         step = state["step"]
     draft.train()
     bf16 = bf16_of(args)
-    states = TargetStates(target, bf16) if is_feature_draft(draft) else None
+    states = TargetStates(target, seqs, bf16) if is_feature_draft(draft) else None
     keep_freed_memory()  # a step's freed activations are reused, not faulted in again (~1.25x here)
     deadline = time.monotonic() + 60 * args.minutes
     rng = random.Random(args.seed + step)
@@ -320,7 +334,7 @@ def distill(args: argparse.Namespace) -> dict:
         rows = [seqs[i] for i in pick]
         batch, mask = padded_batch(rows, pad_id)
         weights = kl_weights(rows, [prompt_lens[i] for i in pick], batch.shape[1])
-        t_hidden = states.batch(pick, rows, pad_id) if states is not None else None
+        t_hidden = states.batch(pick, pad_id) if states is not None else None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = kl_loss(target, draft, voice, batch, mask, rows, weights, t_hidden=t_hidden, unroll=args.unroll)
         opt.zero_grad()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 M_TRIM_THRESHOLD = -1
@@ -22,8 +23,8 @@ M_MMAP_MAX = -4
 
 def keep_freed_memory() -> bool:
     """Tune glibc malloc for a training loop (process-wide); False where there is no glibc
-    (macOS, musl, Windows) or it refused."""
-    if not sys.platform.startswith("linux"):
+    (macOS, musl, Windows) or it refused, or ``VOICESTREAM_KEEP_FREED_MEMORY=0`` turns it off."""
+    if os.environ.get("VOICESTREAM_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
     if name is None:
