@@ -65,3 +65,40 @@ def test_the_environment_can_turn_it_off():
         env["VOICESTREAM_KEEP_FREED_MEMORY"] = "1"
         on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert on.stdout.strip() == "True", on.stderr
+
+
+FRAGMENT = r"""
+import random, sys, torch
+from voicestream.malloc import keep_freed_memory, release_freed_memory
+
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+assert keep_freed_memory()
+release = sys.argv[1] == "1"
+start = rss_mib()
+rng = random.Random(0)
+kept = []
+for step in range(200):  # each 'step' frees 4 activations of varying size and keeps one small block
+    temps = [torch.empty(rng.randrange(5, 15) * 2**20).fill_(1.0) for _ in range(4)]  # 20-60 MiB
+    kept.append(torch.empty(2**19).fill_(1.0))  # 2 MiB that outlives the step, like a cached state
+    del temps
+    if release and step % 10 == 9:
+        assert release_freed_memory()
+print(rss_mib() - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_releasing_freed_memory_keeps_a_fragmented_heap_from_growing():
+    """Blocks that outlive a step split the never-trimmed heap's free space, so later steps'
+    large blocks stop fitting and the heap grows step after step; release_freed_memory hands
+    the free pages back, so the process holds about what it uses."""
+    rss = {}  # growth of the resident set over the loop, MiB
+    for release in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", FRAGMENT, release], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        rss[release] = float(out.stdout.strip().splitlines()[-1])
+    kept = 200 * 2  # MiB that outlive the loop
+    assert rss["1"] < kept + 150, rss  # released: the process holds about what it keeps
+    assert rss["0"] > rss["1"] + 150, rss  # not released, the heap grew beyond it (here 1.8-5.5x the kept)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import SamplingConfig, SpecConfig
-from .malloc import keep_freed_memory
+from .malloc import RELEASE_EVERY, keep_freed_memory, release_freed_memory
 from .models import load_causal_lm, padding_mask, resolve_draft
 from .spec import SpeculativeDecoder
 from .spec.measure import measure_acceptance
@@ -193,9 +193,7 @@ class TargetStates:
 
     They live in one buffer allocated up front, not one tensor per sequence: states cached
     while training would otherwise be long-lived blocks scattered through the heap the steps'
-    activations are freed into, splitting its free space so that each step's large blocks
-    stop fitting and the heap grows (with :func:`~voicestream.malloc.keep_freed_memory` it
-    never shrinks: a 2-layer draft's run here grew to the machine's 24 GB by step ~490)."""
+    activations are freed into, splitting its free space (see :mod:`voicestream.malloc`)."""
 
     def __init__(self, target, seqs: list[list[int]], bf16: bool = False) -> None:
         self.target = target
@@ -341,6 +339,8 @@ def distill(args: argparse.Namespace) -> dict:
         loss.backward()
         opt.step()
         step += 1
+        if step % RELEASE_EVERY == 0:
+            release_freed_memory()  # the heap's holes go back; it would otherwise only grow
         loss_val = float(loss.detach())
         if first_loss != first_loss:  # nan: the first step of this run
             first_loss = loss_val
