@@ -49,7 +49,9 @@ def test_large_activations_come_from_the_heap_and_are_reused():
     big = 48 * 2**20
     assert plain["mapped"][0] >= big  # untuned, glibc maps a block this big (later steps vary with its heap)
     assert all(m == 0 for m in tuned["mapped"])  # tuned: served from the heap
-    assert tuned["heap"][-1] == tuned["heap"][5] >= big  # ... the same heap, reused: it stops growing
+    # ... the same heap, reused: over 45 more steps of 60 MiB each it grows by a block at most
+    # (once, fresh-clone CI under load saw one extra 48 MiB block; growing every step would be 2.7 GB)
+    assert tuned["heap"][5] >= big and tuned["heap"][-1] <= tuned["heap"][5] + 2 * big
     assert tuned["faults"] < plain["faults"] / 2  # so its pages are not faulted in again every step
 
 
