@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import SamplingConfig, SpecConfig
-from .malloc import RELEASE_EVERY, keep_freed_memory, release_freed_memory
+from .malloc import keep_freed_memory, release_freed_memory
 from .models import load_causal_lm, padding_mask, resolve_draft
 from .spec import SpeculativeDecoder
 from .spec.measure import measure_acceptance
@@ -339,8 +339,7 @@ def distill(args: argparse.Namespace) -> dict:
         loss.backward()
         opt.step()
         step += 1
-        if step % RELEASE_EVERY == 0:
-            release_freed_memory()  # the heap's holes go back; it would otherwise only grow
+        release_freed_memory(step)  # every so often the heap's holes go back; it would otherwise only grow
         loss_val = float(loss.detach())
         if first_loss != first_loss:  # nan: the first step of this run
             first_loss = loss_val

@@ -52,9 +52,12 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1)) and bool(mallopt(M_MMAP_MAX, 0))
 
 
-def release_freed_memory() -> bool:
-    """Give the free pages inside the heap back to the system (glibc ``malloc_trim``); False
-    where there is no glibc or :func:`keep_freed_memory` is turned off."""
+def release_freed_memory(step: int | None = None) -> bool:
+    """Give the free pages inside the heap back to the system (glibc ``malloc_trim``): now, or
+    for a training loop's ``step`` every :data:`RELEASE_EVERY` steps. False where nothing was
+    released: not that step, no glibc, or :func:`keep_freed_memory` is turned off."""
+    if step is not None and step % RELEASE_EVERY:
+        return False
     libc = _libc() if _enabled() else None
     trim = getattr(libc, "malloc_trim", None)
     if trim is None:

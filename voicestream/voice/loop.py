@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..malloc import RELEASE_EVERY, keep_freed_memory, release_freed_memory
+from ..malloc import keep_freed_memory, release_freed_memory
 from ..models import native_bf16
 from .data import BatchPlan, Example, collate
 
@@ -278,8 +278,7 @@ class Trainer:
             dt = time.perf_counter() - t0
             n_tok = int(batch["attention_mask"].sum())
             self.step += 1
-            if self.step % RELEASE_EVERY == 0:
-                release_freed_memory()  # the heap's holes go back; it would otherwise only grow
+            release_freed_memory(self.step)  # every so often the heap's holes go back; it would otherwise only grow
             steps_run += 1
             self.position = next_pos
             self.tokens_seen += n_tok
