@@ -201,3 +201,35 @@ def test_recipe_builds_a_voice_end_to_end_and_resumes(tiny_corpus, tmp_path):
     third = json.loads((warm / "summary.json").read_text())
     assert third["target"]["input_noise"] == 0.1 and third["target"]["step"] == 1
     assert third["target"]["init_from"] == str(dst / "target") and third["draft"]["init_from"] == str(dst / "draft")
+
+
+def test_voice_distillation_builds_and_grows_feature_drafts_of_several_layers(tiny_corpus, tmp_path):
+    """``layers`` (``--layers``) gives a fresh feature draft that depth; from ``init_from`` a
+    shallower one is grown (computing what it did); a depth that disagrees with what would be
+    trained -- a resumed draft's, or an LM draft's -- is refused rather than ignored."""
+    from voicestream.spec.feature_draft import FeatureDraft, shift_features
+
+    target_run, _ = make_trainer(tiny_corpus, tmp_path / "t", preset_name="tiny", loop_overrides={**QUIET, "max_steps": 4})
+    target_run.run()
+    tgt = tmp_path / "t" / "model"
+    one, target, _, _ = make_distiller(tgt, tiny_corpus, tmp_path / "one", loop_overrides={**QUIET, "max_steps": 3},
+                                       kind="feature", seed=1)
+    one.run()
+    assert len(one.model.layers) == 1
+    two, _, _, _ = make_distiller(tgt, tiny_corpus, tmp_path / "two", loop_overrides={**QUIET, "max_steps": 3},
+                                  kind="feature", layers=2, init_from=tmp_path / "one" / "model")
+    assert isinstance(two.model, FeatureDraft) and len(two.model.layers) == 2
+    ids = torch.randint(0, target.config.vocab_size, (1, 12))
+    with torch.no_grad():
+        inputs = (shift_features(target.get_decoder()(input_ids=ids).last_hidden_state), target.get_input_embeddings()(ids))
+        before = one.model.eval()(*inputs)
+        grown = two.model.eval()(*inputs)
+    torch.testing.assert_close(grown, before)  # the new layer starts as a no-op
+    two.run()
+    fresh, _, _, _ = make_distiller(tgt, tiny_corpus, tmp_path / "three", kind="feature", layers=3,
+                                    loop_overrides={**QUIET, "max_steps": 1})
+    assert len(fresh.model.layers) == 3
+    with pytest.raises(ValueError, match="resumed run continues the saved draft"):
+        make_distiller(tgt, tiny_corpus, tmp_path / "two", resume=True, layers=3, loop_overrides=QUIET)
+    with pytest.raises(ValueError, match="feature drafts"):
+        make_distiller(tgt, tiny_corpus, tmp_path / "lm", preset_name="tiny", layers=2, loop_overrides=QUIET)

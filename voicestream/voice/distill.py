@@ -181,16 +181,18 @@ def make_distiller(
     init_from: str | Path | None = None,
     kind: str = "lm",
     unroll: int = 3,
+    layers: int | None = None,
 ) -> tuple[Trainer, torch.nn.Module, VoiceVocab, dict]:
     """Build (or restore) the draft trainer; returns (trainer, target, vocab, summary).
 
     ``kind``: ``lm`` - a small voice LM (``preset_name``); ``feature`` - a
-    :class:`~voicestream.spec.feature_draft.FeatureDraft` (one layer over the target's
-    hidden states). ``init_from``: start the draft from a trained one of the same kind
-    (e.g. the draft of an earlier layout) rather than fresh. ``unroll``: a feature draft also
-    trains on its drafting depths 2..unroll (:func:`feature_distill_loss`).
+    :class:`~voicestream.spec.feature_draft.FeatureDraft` (``layers`` layers, default one,
+    over the target's hidden states). ``init_from``: start the draft from a trained one of
+    the same kind (e.g. the draft of an earlier layout) rather than fresh; a feature draft
+    with fewer than ``layers`` layers is grown (:meth:`FeatureDraft.grown`). ``unroll``: a
+    feature draft also trains on its drafting depths 2..unroll (:func:`feature_distill_loss`).
     """
-    from ..spec.feature_draft import FeatureDraft, FeatureDraftConfig, load_feature_draft
+    from ..spec.feature_draft import FeatureDraft, FeatureDraftConfig, check_depth, load_feature_draft
 
     if kind not in ("lm", "feature"):
         raise ValueError(f"kind must be 'lm' or 'feature', got {kind!r}")
@@ -215,8 +217,11 @@ def make_distiller(
         mp, tp = preset(preset_name)
         if kind == "feature":
             torch.manual_seed(seed)
-            draft = (load_feature_draft(init_from, target) if init_from is not None
-                     else FeatureDraft(FeatureDraftConfig.for_target(target)))
+            if init_from is None:
+                draft = FeatureDraft(FeatureDraftConfig.for_target(target, num_hidden_layers=layers or 1))
+            else:
+                draft = load_feature_draft(init_from, target)
+                draft = draft.grown(layers) if layers else draft
         else:
             draft = start_model(mp, vocab, seed=seed, init_from=init_from)
         cfg = LoopConfig(
@@ -226,6 +231,9 @@ def make_distiller(
                    "temperature": temperature, "ce_weight": ce_weight, "unroll": unroll,
                    "init_from": str(init_from) if init_from is not None else None},
         )
+    if layers is not None and kind != "feature":
+        raise ValueError("layers applies to feature drafts; an LM draft's size is its --preset")
+    check_depth(draft, layers, resumed=saved is not None)
     for k, v in (loop_overrides or {}).items():
         if v is not None:
             setattr(cfg, k, v)
@@ -270,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unroll", type=int, default=3,
                     help="--kind feature: also train drafting depths 2..N on the draft's own predicted states "
                          "(1: teacher forcing only; the same default as `voicestream distill`)")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="--kind feature: draft layers (default 1); with --init-from a feature draft of fewer "
+                         "layers, the new ones go on top and start as no-ops")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=0.0)
     ap.add_argument("--eval-prompts", type=int, default=4, help="heldout prompts for the acceptance check (0: skip)")
@@ -281,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer, target, vocab, summary = make_distiller(
         args.target, args.corpus, args.out, preset_name=args.preset, resume=args.resume, loop_overrides=overrides,
         temperature=args.temperature, ce_weight=args.ce_weight, seed=args.seed, init_from=args.init_from,
-        kind=args.kind, unroll=args.unroll,
+        kind=args.kind, unroll=args.unroll, layers=args.layers,
     )
     print(json.dumps(summary))
     result = trainer.run()
