@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -26,6 +27,7 @@ M_MMAP_MAX = -4
 RELEASE_EVERY = 50  # training steps between release_freed_memory() calls
 
 
+@functools.cache  # find_library runs ldconfig in a subprocess: once per process, not every release
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
