@@ -287,17 +287,15 @@ def distill(args: argparse.Namespace) -> dict:
     lens = lens or [1] * len(train)
     keep = slice(n_held, None) if len(train) > n_held else slice(None)  # a single prompt: train on it too
     seqs, prompt_lens = train[keep], lens[keep]
-    from .spec.feature_draft import FeatureDraft, FeatureDraftConfig, check_depth, is_feature_draft
+    from .spec.feature_draft import FeatureDraft, FeatureDraftConfig, is_feature_draft, with_depth
 
     if args.resume and state_path.exists():
         draft = resolve_draft(target, draft_dir)  # an LM or a feature draft, by its config
-        check_depth(draft, args.layers, resumed=True)
+        draft = with_depth(draft, args.layers, resumed=True)
         state = torch.load(state_path)
     elif args.init_from:  # continue from an existing draft (its kind decides; --kind is ignored)
-        draft = resolve_draft(target, args.init_from)
-        if is_feature_draft(draft) and args.layers:
-            draft = draft.grown(args.layers)  # deeper, starting from what the given draft computes
-        check_depth(draft, args.layers, resumed=False)
+        # a shallower feature draft is grown: deeper, starting from what the given draft computes
+        draft = with_depth(resolve_draft(target, args.init_from), args.layers, resumed=False)
         state = None
     elif args.kind == "feature":
         draft = FeatureDraft(FeatureDraftConfig.for_target(target, num_hidden_layers=args.layers or 1))

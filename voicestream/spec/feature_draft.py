@@ -290,17 +290,21 @@ def is_feature_draft(model: object) -> bool:
     return isinstance(model, FeatureDraft)
 
 
-def check_depth(draft: torch.nn.Module, layers: int | None, *, resumed: bool) -> None:
-    """Refuse a requested depth the draft about to be trained does not have, rather than
-    train another depth than asked: a resumed run continues its saved draft as it is, and
-    only a feature draft can be grown (:meth:`FeatureDraft.grown`, into a new run)."""
+def with_depth(draft: torch.nn.Module, layers: int | None, *, resumed: bool) -> torch.nn.Module:
+    """``draft`` with the requested ``layers`` (None: as it is). A new run grows a shallower
+    feature draft (:meth:`FeatureDraft.grown`); any other disagreement is refused rather than
+    trained at another depth than asked: a resumed run continues its saved draft as it is,
+    and only a feature draft can be grown."""
     if layers is None:
-        return
+        return draft
     have = len(draft.layers) if is_feature_draft(draft) else draft.config.num_hidden_layers
-    if layers != have:
-        how = ("a resumed run continues the saved draft; grow it with --init-from into a new --out" if resumed
-               else "only a feature draft can be grown")
-        raise ValueError(f"--layers {layers}, but the draft has {have} layers: {how}")
+    if layers == have:
+        return draft
+    if is_feature_draft(draft) and not resumed:
+        return draft.grown(layers)
+    how = ("a resumed run continues the saved draft; grow it with --init-from into a new --out" if resumed
+           else "only a feature draft can be grown")
+    raise ValueError(f"--layers {layers}, but the draft has {have} layers: {how}")
 
 
 def is_feature_draft_dir(path: str | Path) -> bool:

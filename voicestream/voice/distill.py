@@ -192,7 +192,7 @@ def make_distiller(
     with fewer than ``layers`` layers is grown (:meth:`FeatureDraft.grown`). ``unroll``: a
     feature draft also trains on its drafting depths 2..unroll (:func:`feature_distill_loss`).
     """
-    from ..spec.feature_draft import FeatureDraft, FeatureDraftConfig, check_depth, load_feature_draft
+    from ..spec.feature_draft import FeatureDraft, FeatureDraftConfig, load_feature_draft, with_depth
 
     if kind not in ("lm", "feature"):
         raise ValueError(f"kind must be 'lm' or 'feature', got {kind!r}")
@@ -221,7 +221,6 @@ def make_distiller(
                 draft = FeatureDraft(FeatureDraftConfig.for_target(target, num_hidden_layers=layers or 1))
             else:
                 draft = load_feature_draft(init_from, target)
-                draft = draft.grown(layers) if layers else draft
         else:
             draft = start_model(mp, vocab, seed=seed, init_from=init_from)
         cfg = LoopConfig(
@@ -233,7 +232,7 @@ def make_distiller(
         )
     if layers is not None and kind != "feature":
         raise ValueError("layers applies to feature drafts; an LM draft's size is its --preset")
-    check_depth(draft, layers, resumed=saved is not None)
+    draft = with_depth(draft, layers, resumed=saved is not None)
     for k, v in (loop_overrides or {}).items():
         if v is not None:
             setattr(cfg, k, v)
