@@ -224,17 +224,23 @@ def test_bf16_distillation_computes_the_same_loss_and_keeps_fp32_weights(tmp_pat
         assert json.loads((out / "acceptance.json").read_text())["bf16"] is used
 
 
-def test_distill_refuses_a_depth_it_would_not_train(tmp_path):
+def test_distill_refuses_a_depth_it_would_not_train(tmp_path, capsys):
     """--layers that disagrees with the draft a run would train -- the saved one on --resume,
-    an LM draft given to --init-from -- is an error, not silently ignored."""
+    an LM draft given to --init-from -- is an error (one line, exit status 2), not silently ignored."""
     target = random_llama(vocab_size=64, hidden_size=64, num_layers=2, num_heads=4, seed=3)
     target.save_pretrained(tmp_path / "target")
     common = ["distill", "--target", str(tmp_path / "target"), "--n-prompts", "10", "--gen-tokens", "8",
               "--batch", "4", "--steps", "1", "--eval-tokens", "4"]
     assert cli_main([*common, "--out", str(tmp_path / "f"), "--kind", "feature", "--layers", "2"]) == 0
-    with pytest.raises(ValueError, match="resumed run continues the saved draft"):
-        cli_main([*common, "--out", str(tmp_path / "f"), "--resume", "--layers", "3"])
+    capsys.readouterr()
+    assert cli_main([*common, "--out", str(tmp_path / "f"), "--resume", "--layers", "3"]) == 2
+    assert "voicestream distill: error: --layers 3" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="resumed run continues the saved draft"):  # the library raises it
+        cli_main(["--traceback", *common, "--out", str(tmp_path / "f"), "--resume", "--layers", "3"])
     assert cli_main([*common, "--out", str(tmp_path / "f"), "--resume", "--layers", "2", "--steps", "2"]) == 0
     assert cli_main([*common, "--out", str(tmp_path / "lm"), "--layers", "1", "--hidden", "32"]) == 0
-    with pytest.raises(ValueError, match="only a feature draft can be grown"):
-        cli_main([*common, "--out", str(tmp_path / "lm2"), "--init-from", str(tmp_path / "lm" / "draft"), "--layers", "2"])
+    capsys.readouterr()
+    assert cli_main([*common, "--out", str(tmp_path / "lm2"), "--init-from", str(tmp_path / "lm" / "draft"),
+                     "--layers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "only a feature draft can be grown" in err and "Traceback" not in err

@@ -53,6 +53,31 @@ def test_say_without_a_default_voice_is_a_clear_error(tmp_path, monkeypatch):
         cli_main(["say", "Hello", "-o", str(tmp_path / "x.wav")])
 
 
+@pytest.mark.parametrize("text,out,message", [
+    ("", "x.wav", "text is empty or whitespace only"),
+    ("  \n ", "x.wav", "text is empty or whitespace only"),
+    ("Hello.", "missing/x.wav", "no directory"),
+])
+def test_say_rejects_bad_input_in_one_line_before_loading_a_model(tmp_path, capsys, monkeypatch, text, out, message):
+    from voicestream.voice.synthesize import Voice
+
+    def no_load(*a, **k):
+        raise AssertionError("the model loaded before the input was checked")
+
+    monkeypatch.setattr(Voice, "load", no_load)
+    assert cli_main(["say", text, "-o", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voicestream say: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / out).exists()
+
+
+def test_say_with_a_missing_model_is_a_one_line_error_or_a_traceback_on_request(tmp_path, capsys):
+    assert cli_main(["say", "Hello.", "-o", str(tmp_path / "x.wav"), "--target", str(tmp_path / "nope")]) == 2
+    assert "voicestream say: error: model path" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cli_main(["--traceback", "say", "Hello.", "-o", str(tmp_path / "x.wav"), "--target", str(tmp_path / "nope")])
+
+
 def test_serve_without_voice_flags_serves_the_built_in_voice(tmp_path, monkeypatch):
     import voicestream.say as say
     from voicestream.cli import build_parser

@@ -10,6 +10,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import decode as bench_decode
 
     parser = argparse.ArgumentParser(prog="voicestream", description=__doc__)
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="benchmarks (side-by-side ratios in one run)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = ev_sub.add_parser("quality", help="WER, DNSMOS, speaker similarity and speed: plain vs each acceptance rule")
     eval_quality.add_arguments(q)
     q.set_defaults(func=eval_quality.main)
+    from . import acceptance
+
+    acc = ev_sub.add_parser("acceptance", help="accepted tokens per target forward of drafts, side by side, "
+                                               "on a fixed prompt set")
+    acceptance.add_arguments(acc)
+    acc.set_defaults(func=acceptance.main)
 
     from . import distill
 
@@ -64,10 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a user can cause with arguments or input (empty text, a missing model path, a draft
+# that does not fit its target): one line on stderr, like argparse's own errors, not a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    words = [args.command] + [getattr(args, k) for k in ("bench", "eval") if getattr(args, k, None)]
+    return " ".join(["voicestream", *words])
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        if args.traceback:
+            raise
+        print(f"{_command_name(args)}: error: {e} (--traceback shows where)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -61,20 +61,27 @@ def voice_of(target):
     return vocab, TextFollowing(vocab)
 
 
-def read_prompts(args: argparse.Namespace, vocab: int, voice=None) -> list[list[int]]:
-    """Prompts from a file (one per line: text if the target has a tokenizer or is a voice,
-    else ids) or a seeded default set: sentences for a voice, random token prompts otherwise."""
-    if args.prompts:
-        lines = [ln.strip() for ln in Path(args.prompts).read_text().splitlines() if ln.strip()]
-        if voice is not None:
-            return [voice.prompt_for(ln) for ln in lines]
-        try:
-            return [[int(t) for t in ln.replace(",", " ").split()] for ln in lines]
-        except ValueError:
-            from transformers import AutoTokenizer
+def prompts_from_file(path: str | Path, target_dir: str | Path, voice=None) -> list[list[int]]:
+    """One prompt per line: text for a voice or a target with a tokenizer, else token ids."""
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"{path} holds no prompts")
+    if voice is not None:
+        return [voice.prompt_for(ln) for ln in lines]
+    try:
+        return [[int(t) for t in ln.replace(",", " ").split()] for ln in lines]
+    except ValueError:
+        from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(args.target, local_files_only=True)
-            return [tok(ln)["input_ids"] for ln in lines]
+        tok = AutoTokenizer.from_pretrained(target_dir, local_files_only=True)
+        return [tok(ln)["input_ids"] for ln in lines]
+
+
+def read_prompts(args: argparse.Namespace, vocab: int, voice=None) -> list[list[int]]:
+    """Prompts from a file (:func:`prompts_from_file`) or a seeded default set: sentences
+    for a voice, random token prompts otherwise."""
+    if args.prompts:
+        return prompts_from_file(args.prompts, args.target, voice)
     if voice is not None:
         from .voice.sentences import sentences
 

@@ -67,7 +67,13 @@ def write_wav(path: Path, pcm: np.ndarray, sample_rate: int) -> None:
 def main(args: argparse.Namespace) -> int:
     from .voice.synthesize import SynthesisStats, Voice
 
+    from .text.normalize import normalize_text
+
     text = args.text if args.text not in (None, "-") else sys.stdin.read()
+    normalize_text(text)  # empty or unspeakable text fails here, before a model loads
+    out_dir = Path(args.output).resolve().parent
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"no directory {out_dir} to write {args.output} into")
     target, draft = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
     voice = Voice.load(target, draft, threads=args.threads, greedy_plan=not args.sample_plan,
                        codec_pick=args.codec_pick, weights=args.weights)
