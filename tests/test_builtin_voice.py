@@ -18,7 +18,8 @@ def voices():
     from voicestream.voice.synthesize import Voice
 
     spec = Voice.load(DEFAULT_VOICE_DIR / "target", DEFAULT_VOICE_DIR / "draft", threads=2)
-    plain = Voice(spec.target, None)
+    assert spec.lexicon is not None and len(spec.lexicon) > 1000  # the pronunciation lexicon ships beside the target
+    plain = Voice(spec.target, None, lexicon=spec.lexicon, lexicon_durations=spec.grammar.lexicon_durations)
     yield plain, spec
     plain.close()
     spec.close()

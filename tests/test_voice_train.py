@@ -186,7 +186,9 @@ def test_recipe_builds_a_voice_end_to_end_and_resumes(tiny_corpus, tmp_path):
     first = json.loads((out / "summary.json").read_text())
     assert first["target"]["step"] == 3 and first["draft"]["step"] == 3
     assert first["acceptance"]["mean_accepted_per_target_forward"] >= 1.0
+    assert "unit texts" in first["lexicon"] and (dst / "target" / "lexicon.json").is_file()  # built, then installed
     voice = Voice.load(dst / "target", dst / "draft")
+    assert voice.lexicon is not None and len(voice.lexicon) > 0
     res = voice.synthesize("hi there.", voice.spec_config.with_(max_new_tokens=600))  # phone lists come first
     voice.close()
     assert res.audio.size > 0 and res.stats.accepted_per_target_forward >= 1.0

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import POLICIES, SamplingConfig, SpecConfig
+from .voice.lexicon import add_plan_argument
 
 DEFAULT_VOICE_DIR = Path(__file__).parent / "voice" / "default"
 
@@ -76,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no directory {out_dir} to write {args.output} into")
     target, draft = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
     voice = Voice.load(target, draft, threads=args.threads, greedy_plan=not args.sample_plan,
-                       codec_pick=args.codec_pick, weights=args.weights)
+                       codec_pick=args.codec_pick, weights=args.weights, plan=args.plan)
     cfg = spec_config(args, voice.spec_config)
     cfg = cfg.with_(max_new_tokens=min(cfg.max_new_tokens, voice.max_new_tokens_for(text)))
     stats = SynthesisStats()
@@ -120,4 +121,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="median: each codec token is the field-wise median of the model's distribution "
                         "(deterministic; ordinal codecs such as the built-in Codec2) instead of --rule's choice")
     p.add_argument("--threads", type=int, default=None)
+    add_plan_argument(p)
     add_weights_argument(p)

@@ -4,6 +4,7 @@ Runtime modules (vocab, masking, synthesize) never import the GPL teacher engine
 :mod:`voicestream.voice.corpus` does, inside its builder.
 """
 
+from .lexicon import Lexicon
 from .masking import GrammarMaskedLM, verify_masks
 from .synthesize import SynthesisResult, SynthesisStats, Voice
 from .vocab import (
@@ -20,6 +21,7 @@ __all__ = [
     "GrammarError",
     "GrammarMaskedLM",
     "GrammarState",
+    "Lexicon",
     "SlotGrammar",
     "SynthesisResult",
     "SynthesisStats",

@@ -31,6 +31,7 @@ import torch
 from ..codec.eval_roundtrip import EVAL_SR, SENTENCES, _write_wav, wer_words, word_errors
 from ..codec.resample import resample
 from ..say import add_weights_argument
+from .lexicon import add_plan_argument, resolve_plan
 from ..spec.quant import resolve_weights
 from ..config import POLICIES, SamplingConfig
 from .synthesize import Voice
@@ -133,6 +134,8 @@ def evaluate(
     greedy_plan: bool = True,
     weights: str = "fp32",
     draft_length: str = "heuristic",
+    lexicon=None,
+    lexicon_durations: bool = False,
 ) -> dict:
     """Synthesise every sentence under every condition, transcribe and score it.
 
@@ -152,7 +155,7 @@ def evaluate(
             raise ValueError(f"condition {cond.name} needs a draft")
         if key not in voices:
             voices[key] = v = Voice(target, draft if key[0] else None, greedy_plan=greedy_plan, codec_pick=key[1],
-                                          weights=weights)
+                                          weights=weights, lexicon=lexicon, lexicon_durations=lexicon_durations)
             v.synthesize("Hello.", v.spec_config.with_(max_new_tokens=40))  # first-call costs are not its TTFA
     results: dict = {"conditions": [], "per_sentence": []}
     bar = tqdm(total=len(conditions) * len(sentences), desc="eval", unit="utt", disable=not progress)
@@ -260,6 +263,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="phones voices: sample the phone list and durations too (default: greedy)")
     ap.add_argument("--median", action="store_true",
                     help="add plain-median and spec-median: codec tokens by field-wise median (ordinal codecs)")
+    add_plan_argument(ap)
     add_weights_argument(ap)
     ap.add_argument("--out-dir", type=Path, default=None, help="write 16 kHz wavs and report.json here")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -274,6 +278,7 @@ def main(args: argparse.Namespace) -> int:
     target_dir, draft_dir = resolve_voice_dirs(args.target, args.draft, no_draft=args.no_draft)
     target = load_causal_lm(target_dir, dtype=compute_dtype("cpu"))
     draft = resolve_draft(target, draft_dir)  # a checkpoint, or "self:N": the target's first N layers
+    lexicon, lexicon_durations = resolve_plan(args.plan, target_dir)
     betas = tuple(float(b) for b in str(args.betas).split(",") if b.strip())
     conditions = default_conditions(temperature=args.temperature, top_k=args.top_k, betas=betas, draft=draft is not None,
                                     median=args.median)
@@ -288,10 +293,12 @@ def main(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         results = evaluate(target, draft, sentences, conditions, speaker=speaker, out_dir=args.out_dir,
                            asr_threads=args.threads, seed=args.seed, progress=not args.json,
-                           greedy_plan=not args.sample_plan, weights=args.weights, draft_length=args.draft_length)
+                           greedy_plan=not args.sample_plan, weights=args.weights, draft_length=args.draft_length,
+                           lexicon=lexicon, lexicon_durations=lexicon_durations)
     results["target"], results["draft"] = str(target_dir), None if draft_dir is None else str(draft_dir)
     results["sentence_set"] = args.sentences
     results["greedy_plan"] = not args.sample_plan
+    results["plan"] = "model" if lexicon is None else "lexicon-durations" if lexicon_durations else "lexicon"
     results["weights"] = resolve_weights(args.weights)  # what "auto" chose
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +306,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in results.items() if k != "per_sentence"}))
     else:
-        print(f"{len(sentences)} sentences ({args.sentences}); target {target_dir}; draft {draft_dir}")
+        print(f"{len(sentences)} sentences ({args.sentences}); target {target_dir}; draft {draft_dir}; "
+              f"plan {results['plan']}")
         print(format_table(results))
     return 0
 

@@ -29,6 +29,7 @@ from typing import NamedTuple, Protocol
 import torch
 
 from ..spec.field_median import FieldMedian
+from .lexicon import Lexicon
 from .vocab import GrammarState, VoiceVocab, mask_logits
 
 __all__ = ["DecodeGrammar", "GrammarMaskedLM", "SlotOnly", "TextFollowing", "verify_masks"]
@@ -81,6 +82,7 @@ class _TFState(NamedTuple):
     plist: tuple[tuple[int, int], ...] = ()  # phones layout: the unit's (phone id, frames) list
     placed: int = 0  # phones layout: how many of ``plist`` were placed between frames
     since: int = 0  # phones layout: frames since the last placed phone
+    ustart: int = 0  # the current unit's first prompt character
 
 
 _PLAN_STATES = frozenset({GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES, GrammarState.UNIT_DUR})
@@ -112,6 +114,12 @@ class TextFollowing:
     even when the codec tokens are sampled (the constraint's ``greedy`` hook). A sampled
     slip in the plan mispronounces a word; sampling is for the sound, not the spelling.
 
+    ``lexicon`` (phones layout, :class:`~voicestream.voice.lexicon.Lexicon`): for a unit
+    text the lexicon knows, the phone list may only be one of its variants (the LM picks
+    among them), and a unit may end at a word boundary only where the lexicon allows; with
+    ``lexicon_durations`` each listed phone's duration is the matching variant's median.
+    Units the lexicon lacks are left to the LM, as without one.
+
     ``slot_fields`` (per frame slot, the bit widths of its codebook's ordinal fields, e.g.
     from ``CodecSpec.ordinal_fields``): codec tokens are decided by a field-wise median of
     the model's distribution (:class:`~voicestream.spec.field_median.FieldMedian`) wherever
@@ -120,7 +128,8 @@ class TextFollowing:
 
     def __init__(
         self, vocab: VoiceVocab, *, max_unit_frames: int = 150, max_unit_phones: int = 40, greedy_plan: bool = True,
-        slot_fields: Sequence[tuple[int, ...]] | None = None,
+        slot_fields: Sequence[tuple[int, ...]] | None = None, lexicon: Lexicon | None = None,
+        lexicon_durations: bool = False,
     ) -> None:
         self.vocab = vocab
         if slot_fields is not None and len(slot_fields) != vocab.tokens_per_frame:
@@ -129,6 +138,11 @@ class TextFollowing:
             if slot_fields is not None else None
         self._slot_of: dict[tuple, int | None] = {}
         self.greedy_plan = greedy_plan and vocab.layout == "phones"
+        if lexicon is not None and vocab.layout != "phones":
+            raise ValueError("a lexicon needs the phones layout")
+        self.lexicon = lexicon
+        self.lexicon_durations = lexicon_durations and lexicon is not None
+        self._variants: dict[tuple[tuple[int, ...], bool, bool], tuple] = {}
         self.g = vocab.grammar
         self.max_unit_frames = max_unit_frames
         self.max_unit_phones = max_unit_phones
@@ -146,10 +160,11 @@ class TextFollowing:
             text = state.text + (t,) if v.is_char(t) else state.text
             return _TFState(g, 0, 0, text)
         pos, frames, plist, placed, since = state.pos, state.frames, state.plist, state.placed, state.since
+        ustart = state.ustart
         if t == v.word_id:
             while pos < len(state.text) and state.text[pos] == self.space:
                 pos += 1
-            frames, plist, placed, since = 0, (), 0, 0
+            frames, plist, placed, since, ustart = 0, (), 0, 0, pos
         elif v.is_char(t) and state.g in (GrammarState.UNIT_CHAR0, GrammarState.UNIT_CHARS):
             pos += 1
         elif v.is_phone(t):
@@ -161,7 +176,32 @@ class TextFollowing:
             plist = plist[:-1] + ((plist[-1][0], t - v.duration_range[0]),)
         elif v.is_codec(t) and state.g not in (GrammarState.PROMPT, GrammarState.DONE) and state.g < GrammarState.SLOT:
             frames, since = frames + 1, since + 1  # a frame starts
-        return _TFState(g, pos, frames, state.text, plist, placed, since)
+        return _TFState(g, pos, frames, state.text, plist, placed, since, ustart)
+
+    def _lexicon_variants(self, s: _TFState) -> tuple[tuple[tuple[int, ...], tuple[int, ...] | None], ...] | None:
+        """The lexicon's phone lists (LM ids) for the unit from ``s.ustart`` to ``s.pos``,
+        ending the sentence or not, each with its frames per phone (or None); None without
+        a lexicon or for a unit it lacks."""
+        if self.lexicon is None:
+            return None
+        last = s.pos >= len(s.text)
+        key = (s.text[s.ustart : s.pos], s.ustart == 0, last)  # the unit's characters, not its place: one grammar serves every sentence
+        if key not in self._variants:
+            text = self.vocab.text_from_ids(key[0])
+            self._variants[key] = tuple((tuple(self.vocab.phone_id(p) for p in v), f)
+                                        for v, f in self.lexicon.timed_variants(text, s.ustart == 0, last))
+        return self._variants[key] or None
+
+    def _lexicon_ends_unit(self, s: _TFState) -> bool | None:
+        """At a word boundary: True where the unit must end here (a lexicon word no key
+        extends), False where it must go on (only a prefix of a key), None: the LM decides."""
+        text = self.vocab.text_from_ids(s.text[s.ustart : s.pos])
+        known, extends = text in self.lexicon, self.lexicon.extends(text)
+        if known and not extends:
+            return True
+        if extends and not known:
+            return False
+        return None
 
     def _key(self, s: _TFState) -> tuple:
         """``(state, char, <word> ok, <audio_end> ok, frame ok, phones, <phones_end> ok)``: all a row
@@ -174,9 +214,33 @@ class TextFollowing:
             return (s.g, nxt, False, False, False, None, False)
         if s.g == GrammarState.UNIT_CHARS:
             boundary = not remaining or nxt == self.space  # the unit's audio (phones: list) may start here
+            if boundary and phones and self.lexicon is not None:
+                ends = True if not remaining else self._lexicon_ends_unit(s)
+                if ends is False:
+                    return (s.g, nxt, False, False, False, None, False)
+                variants = self._lexicon_variants(s)
+                first = tuple(sorted({v[0] for v, _ in variants if v})) if variants else -1
+                return (s.g, -1 if ends else nxt, False, False, False, first, False)
             return (s.g, nxt, False, False, boundary and not phones, -1 if boundary and phones else None, False)
+        if s.g == GrammarState.UNIT_DUR and self.lexicon_durations and s.plist:
+            variants = self._lexicon_variants(s)
+            done = tuple(p for p, _ in s.plist)
+            n = len(done)
+            frames = next((f for v, f in variants or () if v[:n] == done and f is not None), None)
+            if frames is not None:  # the most frequent matching variant's median frames
+                return (s.g, -1, False, False, False, None, False, min(frames[n - 1], self.vocab.durations - 1))
         if s.g == GrammarState.UNIT_PHONES:
-            return (s.g, -1, False, False, False, -1 if len(s.plist) < self.max_unit_phones else None, True)
+            room = len(s.plist) < self.max_unit_phones
+            variants = self._lexicon_variants(s)
+            if variants:  # the lexicon's lists that begin with the phones written so far
+                done = tuple(p for p, _ in s.plist)
+                n = len(done)
+                match = [v for v, _ in variants if v[:n] == done]
+                if match:
+                    nxt_phones = tuple(sorted({v[n] for v in match if len(v) > n}))
+                    return (s.g, -1, False, False, False, nxt_phones if room and nxt_phones else None,
+                            any(len(v) == n for v in match) or not nxt_phones or not room)
+            return (s.g, -1, False, False, False, -1 if room else None, True)
         if s.g in (GrammarState.UNIT_AUDIO, GrammarState.FRAME) and phones:
             todo = s.plist[s.placed][0] if s.placed < len(s.plist) else None
             if s.g == GrammarState.FRAME and s.placed and s.since < s.plist[s.placed - 1][1]:
@@ -218,13 +282,18 @@ class TextFollowing:
         row = self._rows.get(key)
         if row is None:
             row = self.g.allowed[state.g].clone()
-            if len(key) > 1:
+            if len(key) == 8:  # a duration the lexicon decides
+                row = torch.zeros_like(row)
+                row[self.vocab.duration_id(key[7])] = True
+            elif len(key) > 1:
                 g, char, word_ok, end_ok, slot0_ok, phone, sep_ok = key
                 v = self.vocab
                 lo0, hi0 = v.slot_ranges[0]
                 plo, phi = v.phone_range
                 row[plo:phi] = phone == -1
-                if phone is not None and phone >= 0:
+                if isinstance(phone, tuple):  # the lexicon's choices
+                    row[list(phone)] = True
+                elif phone is not None and phone >= 0:
                     row[phone] = True
                 if v.layout == "phones":
                     row[v.phones_end_id] = sep_ok

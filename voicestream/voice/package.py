@@ -4,8 +4,9 @@ Run: ``python -m voicestream.voice.package --target runs/target/model --draft ru
 
 Why bf16: the shipped weights must stay well under 50 MB in the repository.  On a CPU
 the voice upcasts them to float32 to decode (:func:`voicestream.models.compute_dtype`).  Only
-``config.json``, ``generation_config.json`` and ``model.safetensors`` are written: the
-optimiser state of a training checkpoint stays behind.
+``config.json``, ``generation_config.json``, ``model.safetensors`` and the data files the
+voice reads beside them (``lexicon.json``) are written: the optimiser state of a training
+checkpoint stays behind.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import torch
 
 from ..models import load_causal_lm
 from ..say import DEFAULT_VOICE_DIR
+from .lexicon import FILENAME as LEXICON_FILE
 from .presets import count_parameters
+
+DATA_FILES = (LEXICON_FILE,)
 
 __all__ = ["DEFAULT_VOICE_DIR", "package_model", "main"]
 
@@ -37,6 +41,9 @@ def package_model(src: str | Path, dst: str | Path, *, dtype: torch.dtype = torc
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
+    for name in DATA_FILES:  # data the voice reads beside its weights
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, tmp / name)
     if dst.exists():
         shutil.rmtree(dst)
     tmp.rename(dst)

@@ -34,6 +34,7 @@ def _stage(name: str) -> float:
 def run_recipe(args: argparse.Namespace) -> dict:
     from .corpus import CorpusConfig, build_corpus
     from .distill import make_distiller, measure_acceptance
+    from .lexicon import build_for_target
     from .package import DEFAULT_VOICE_DIR, package_model
     from .shards import MANIFEST, Corpus
     from .train import make_trainer
@@ -63,6 +64,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
                                                  "total_steps": args.train_steps}, seed=args.seed)
     summary["target"] = {**info, **trainer.run(), "seconds": round(time.perf_counter() - t0, 1)}
     del trainer
+    if args.layout == "phones":  # the pronunciation lexicon travels with the target (voice/lexicon.py)
+        summary["lexicon"] = build_for_target(corpus_dir, out / "target" / MODEL_DIR, progress=not args.no_progress)[2]
 
     t0 = _stage("draft")
     resume = (out / "draft" / MODEL_DIR).exists()

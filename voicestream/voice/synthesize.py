@@ -30,6 +30,7 @@ from ..spec.lean_runner import set_lean_weights
 from ..batch import make_decoder
 from ..spec.decoder import TokenChunk
 from ..spec.stats import GenerationStats
+from .lexicon import Lexicon, resolve_plan
 from .masking import SlotOnly, TextFollowing
 from .vocab import VoiceVocab
 
@@ -185,6 +186,8 @@ class Voice:
         max_unit_frames: int = 150,
         greedy_plan: bool = True,
         codec_pick: str = "model",
+        lexicon: Lexicon | None = None,
+        lexicon_durations: bool = False,
         batch=None,
         weights: str = "fp32",
     ) -> None:
@@ -202,11 +205,15 @@ class Voice:
         self.codec_pick = codec_pick
         self.grammar = (
             TextFollowing(vocab, max_unit_frames=max_unit_frames, greedy_plan=greedy_plan,
-                          slot_fields=_slot_fields(codec.spec, codec_pick))
+                          slot_fields=_slot_fields(codec.spec, codec_pick), lexicon=lexicon,
+                          lexicon_durations=lexicon_durations)
             if follow_text else SlotOnly(vocab)
         )
         if codec_pick != "model" and not follow_text:
             raise ValueError("codec_pick needs follow_text=True (the TextFollowing grammar)")
+        if lexicon is not None and not follow_text:
+            raise ValueError("a lexicon needs follow_text=True (the TextFollowing grammar)")
+        self.lexicon = lexicon
         # the grammar goes to the decoder as a token constraint: it masks draft and target
         # alike, and the models stay plain (so the draft can take the lean forward path)
         self.target = target.eval()
@@ -228,9 +235,13 @@ class Voice:
     @classmethod
     def load(
         cls, target_dir: str | Path, draft_dir: str | Path | None = None, *, threads: int | None = None,
-        dtype: torch.dtype | None = None, **kwargs
+        dtype: torch.dtype | None = None, plan: str = "auto", **kwargs
     ) -> Voice:
         """Load HF-layout checkpoints (e.g. ``runs/target/model``) from disk.
+
+        ``plan``: who writes a phones voice's phone list and durations
+        (:func:`~voicestream.voice.lexicon.resolve_plan`; ``auto`` uses the ``lexicon.json``
+        shipped beside the target when there is one).
 
         ``dtype`` defaults to :func:`~voicestream.models.compute_dtype`: float32 on a CPU
         (the shipped bf16 weights are upcast), bf16 on a GPU that has it.
@@ -240,7 +251,8 @@ class Voice:
         dtype = dtype or compute_dtype("cpu")
         target = load_causal_lm(target_dir, dtype=dtype)
         draft = resolve_draft(target, draft_dir)  # a checkpoint, or "self:N" (self-speculation)
-        return cls(target, draft, **kwargs)
+        lexicon, durations = resolve_plan(plan, target_dir)
+        return cls(target, draft, lexicon=lexicon, lexicon_durations=durations, **kwargs)
 
     @property
     def sample_rate(self) -> int:

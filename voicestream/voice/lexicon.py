@@ -1,0 +1,233 @@
+"""A pronunciation lexicon for the phones layout: unit text -> the phone lists heard for it.
+
+Why: measured on held-out sentences, most of the built-in voice's word errors came from
+its plan, not its sound -- with the teacher's phone lists forced (durations still the
+LM's) word error rate fell from 36 % to 26 %, with the teacher's durations too to 20 %
+(the teacher's own codec tokens: 16 %).  A 10M-parameter LM's grapheme-to-phoneme step
+is the weak part, and every production TTS front end answers that the same way: a
+lexicon for the words it knows, the learned G2P for the rest.
+
+The lexicon is data harvested from the training corpus (the teacher's phone alignment
+per unit, see :func:`~voicestream.voice.phones.unit_phones`), so nothing GPL runs at
+synthesis.  Each unit text keeps the variants it was spoken with, tagged by where the
+unit sat in its sentence (espeak adds clause marks at the edges); at synthesis
+:class:`~voicestream.voice.masking.TextFollowing` lets the LM choose only among them,
+and choose its durations freely.  A unit text the lexicon lacks falls back to the LM.
+
+Stored as ``lexicon.json`` beside the target's weights; built by
+``python -m voicestream.voice.lexicon --corpus DIR --target DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["AUTO_PLAN", "FILENAME", "PLANS", "Lexicon", "position", "resolve_plan"]
+
+FILENAME = "lexicon.json"
+#: Who writes a phones voice's plan: the LM alone; the lexicon's phones (the LM's durations);
+#: the lexicon's phones and median durations. The LM writes whatever the lexicon lacks.
+PLANS = ("model", "lexicon", "lexicon-durations")
+AUTO_PLAN = "lexicon"  # what "auto" picks when a lexicon ships beside the target (measured best)
+
+
+def position(first: bool, last: bool) -> str:
+    """Where a unit sits in its sentence (espeak marks clause edges with extra phones)."""
+    return "only" if first and last else "first" if first else "last" if last else "mid"
+
+
+@dataclass
+class Lexicon:
+    """``entries[text][position]``: phone-symbol variants of a unit, most frequent first;
+    ``frames[text][position]``, when built with durations: each variant's median frames per phone."""
+
+    entries: dict[str, dict[str, list[tuple[str, ...]]]] = field(default_factory=dict)
+    frames: dict[str, dict[str, list[tuple[int, ...]]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # word-boundary prefixes of multi-word keys ("of" for "of the"): a unit may not end there
+        # unless it is a key itself
+        self._prefixes = {" ".join(k.split(" ")[:i]) for k in self.entries for i in range(1, k.count(" ") + 1)}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, text: str) -> bool:
+        return text in self.entries
+
+    def extends(self, text: str) -> bool:
+        """Some key is ``text`` followed by more words."""
+        return text in self._prefixes
+
+    def variants(self, text: str, first: bool, last: bool) -> list[tuple[str, ...]]:
+        """The phone lists for ``text`` at this place in a sentence (any place when it was
+        never heard there); empty when the text is not in the lexicon."""
+        return [v for v, _ in self.timed_variants(text, first, last)]
+
+    def timed_variants(self, text: str, first: bool, last: bool) -> list[tuple[tuple[str, ...], tuple[int, ...] | None]]:
+        """:meth:`variants` with each one's median frames per phone (None without durations)."""
+        by_pos = self.entries.get(text)
+        if not by_pos:
+            return []
+        frames = self.frames.get(text, {})
+        pos = position(first, last)
+        places = [pos] if by_pos.get(pos) else sorted(by_pos)
+        out: dict[tuple[str, ...], tuple[int, ...] | None] = {}
+        for p in places:
+            fs = frames.get(p) or [None] * len(by_pos[p])
+            for v, f in zip(by_pos[p], fs):
+                out.setdefault(v, f)
+        return list(out.items())
+
+    @classmethod
+    def build(cls, units: Iterable[tuple], *, min_share: float = 0.1) -> Lexicon:
+        """From sentences given as ``(unit texts, per-unit phone symbols)`` or
+        ``(unit texts, per-unit phone symbols, per-unit frames per phone)``.
+
+        Variants heard less than ``min_share`` of the time for their text and position are
+        dropped (alignment noise); the rest are kept most frequent first.  With durations,
+        each variant keeps the per-phone median over its occurrences."""
+        counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+        timings: dict[tuple[str, str, tuple[str, ...]], list[Sequence[int]]] = defaultdict(list)
+        timed = None
+        for sentence in units:
+            texts, phones = sentence[0], sentence[1]
+            durations = sentence[2] if len(sentence) > 2 else None
+            if timed is None:
+                timed = durations is not None
+            if len(texts) != len(phones) or (durations is not None and len(durations) != len(texts)):
+                raise ValueError("one phone list per unit")
+            n = len(texts)
+            for i, (text, ph) in enumerate(zip(texts, phones)):
+                if ph:
+                    key = (text, position(i == 0, i == n - 1), tuple(ph))
+                    counts[key[0]][key[1]][key[2]] += 1
+                    if durations is not None:
+                        if len(durations[i]) != len(ph):
+                            raise ValueError("one duration per phone")
+                        timings[key].append(durations[i])
+        entries: dict[str, dict[str, list[tuple[str, ...]]]] = {}
+        frames: dict[str, dict[str, list[tuple[int, ...]]]] = {}
+        for text, by_pos in counts.items():
+            entries[text] = {}
+            for pos, c in by_pos.items():
+                total = sum(c.values())
+                entries[text][pos] = [v for v, k in c.most_common() if k >= min_share * total]
+                if timed:
+                    frames.setdefault(text, {})[pos] = [
+                        tuple(int(x) for x in np.round(np.median(np.asarray(timings[(text, pos, v)]), axis=0)))
+                        for v in entries[text][pos]
+                    ]
+        return cls(entries, frames)
+
+    def save(self, path: str | Path) -> None:
+        def row(t: str, p: str, i: int, v: tuple[str, ...]) -> list:
+            f = self.frames.get(t, {}).get(p)
+            return [list(v), list(f[i])] if f else [list(v)]
+
+        data = {t: {p: [row(t, p, i, v) for i, v in enumerate(vs)] for p, vs in sorted(by.items())}
+                for t, by in sorted(self.entries.items())}
+        lines = ",\n".join(f"{json.dumps(t, ensure_ascii=False)}: {json.dumps(by, ensure_ascii=False)}"
+                           for t, by in data.items())  # one unit a line: readable, diffable
+        Path(path).write_text(f'{{"format": 1, "entries": {{\n{lines}\n}}}}\n')
+
+    @classmethod
+    def load(cls, path: str | Path) -> Lexicon:
+        raw = json.loads(Path(path).read_text())
+        if raw.get("format") != 1:
+            raise ValueError(f"{path}: unknown lexicon format {raw.get('format')!r}")
+        entries = {t: {p: [tuple(v[0]) for v in vs] for p, vs in by.items()} for t, by in raw["entries"].items()}
+        frames = {t: {p: [tuple(v[1]) for v in vs] for p, vs in by.items() if vs and all(len(v) > 1 for v in vs)}
+                  for t, by in raw["entries"].items()}
+        return cls(entries, {t: by for t, by in frames.items() if by})
+
+    @classmethod
+    def find(cls, target_dir: str | Path) -> Lexicon | None:
+        """The lexicon shipped beside a target's weights, or None."""
+        path = Path(target_dir) / FILENAME
+        return cls.load(path) if path.is_file() else None
+
+
+def resolve_plan(plan: str, target_dir: str | Path) -> tuple[Lexicon | None, bool]:
+    """``(lexicon, lexicon_durations)`` for a plan (:data:`PLANS`, or ``auto``: :data:`AUTO_PLAN`
+    when the target ships a lexicon, else the LM's own plan)."""
+    if plan not in ("auto", *PLANS):
+        raise ValueError(f"plan must be auto or one of {PLANS}, got {plan!r}")
+    if plan == "model":
+        return None, False
+    lexicon = Lexicon.find(target_dir)
+    if lexicon is None:
+        if plan == "auto":
+            return None, False
+        raise FileNotFoundError(f"plan {plan!r} needs {Path(target_dir) / FILENAME} "
+                                "(python -m voicestream.voice.lexicon builds it)")
+    return lexicon, (AUTO_PLAN if plan == "auto" else plan) == "lexicon-durations"
+
+
+def add_plan_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", choices=["auto", *PLANS], default="auto",
+                   help="who writes a phones voice's phone list and durations: the LM (model), the pronunciation "
+                        "lexicon shipped beside the target (lexicon: its phones; lexicon-durations: its phones and "
+                        f"median durations), the LM for words it lacks. auto: {AUTO_PLAN} when the target ships "
+                        f"{FILENAME}, else model")
+
+
+def corpus_units(utterances, frame_rate: float = 50.0):
+    """``(unit texts, per-unit phone symbols, per-unit frames per phone)`` for each corpus
+    utterance with a phone alignment."""
+    from .phones import phone_durations, teacher_sample_rate, unit_phones
+
+    for u in utterances:
+        alignment = u.meta.get("phonemes")
+        if not alignment or not u.has_units:
+            continue
+        sr = teacher_sample_rate(alignment, float(u.meta["audio_s"]))
+        phones = unit_phones(alignment, sr, frame_rate, u.unit_frames)
+        yield (list(u.units), [[p for p, _ in run] for run in phones],
+               [phone_durations(run, n) for run, n in zip(phones, u.unit_frames)])
+
+
+def build_for_target(corpus_dir: str | Path, target_dir: str | Path, out: str | Path | None = None, *,
+                     min_share: float = 0.1, progress: bool = True) -> tuple[Lexicon, Path, str]:
+    """Build the lexicon of a phones target from its training corpus and save it
+    (default: ``TARGET/lexicon.json``, where :meth:`Voice.load` finds it)."""
+    from tqdm import tqdm
+
+    from .shards import Corpus
+    from .vocab import VoiceVocab
+
+    target_dir = Path(target_dir)
+    vocab = VoiceVocab.from_dict(json.loads((target_dir / "config.json").read_text())["voicestream_vocab"])
+    if vocab.layout != "phones":
+        raise ValueError(f"a lexicon needs a phones-layout target, {target_dir} is {vocab.layout!r}")
+    known = set(vocab.phones)
+    utts = Corpus(corpus_dir).utterances("train")
+    sentences = [(t, p, d) for t, p, d in corpus_units(tqdm(utts, desc="lexicon", unit="utt", disable=not progress))
+                 if all(s in known for run in p for s in run) and max(max(x, default=0) for x in d) < vocab.durations]
+    lex = Lexicon.build(sentences, min_share=min_share)
+    path = Path(out) if out is not None else target_dir / FILENAME
+    lex.save(path)
+    return lex, path, f"{len(lex)} unit texts from {len(sentences)} of {len(utts)} utterances"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Build a pronunciation lexicon from a corpus (phones layout).")
+    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--target", type=Path, required=True, help="the target whose phone inventory the lexicon uses")
+    ap.add_argument("--out", type=Path, default=None, help=f"default: TARGET/{FILENAME}")
+    ap.add_argument("--min-share", type=float, default=0.1, help="drop variants heard less often than this")
+    args = ap.parse_args(argv)
+    _, path, what = build_for_target(args.corpus, args.target, args.out, min_share=args.min_share)
+    print(f"lexicon: {what} -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
