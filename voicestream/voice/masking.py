@@ -82,7 +82,7 @@ class _TFState(NamedTuple):
     plist: tuple[tuple[int, int], ...] = ()  # phones layout: the unit's (phone id, frames) list
     placed: int = 0  # phones layout: how many of ``plist`` were placed between frames
     since: int = 0  # phones layout: frames since the last placed phone
-    ustart: int = 0  # the current unit's first prompt character
+    ustart: int = 0  # index of the current unit's first prompt character
 
 
 _PLAN_STATES = frozenset({GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES, GrammarState.UNIT_DUR})
@@ -185,7 +185,8 @@ class TextFollowing:
         if self.lexicon is None:
             return None
         last = s.pos >= len(s.text)
-        key = (s.text[s.ustart : s.pos], s.ustart == 0, last)  # the unit's characters, not its place: one grammar serves every sentence
+        # keyed by the unit's characters, not by its place: one grammar serves every sentence
+        key = (s.text[s.ustart : s.pos], s.ustart == 0, last)
         if key not in self._variants:
             text = self.vocab.text_from_ids(key[0])
             self._variants[key] = tuple((tuple(self.vocab.phone_id(p) for p in v), f)
