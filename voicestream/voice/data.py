@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .phones import phone_durations, teacher_sample_rate, unit_phones
+from .phones import phone_durations, utterance_phones
 from .shards import Utterance
 from .vocab import GrammarState, VoiceVocab
 
@@ -46,11 +46,9 @@ def encode_utterance(
         return None
     phones = None
     if vocab.layout == "phones":
-        alignment = utt.meta.get("phonemes")
-        if not alignment:
+        phones = utterance_phones(utt, frame_rate)
+        if phones is None:
             return None
-        sr = teacher_sample_rate(alignment, float(utt.meta["audio_s"]))
-        phones = unit_phones(alignment, sr, frame_rate, utt.unit_frames)
         if max(max(phone_durations(p, n), default=0) for p, n in zip(phones, utt.unit_frames)) >= vocab.durations:
             return None  # a phone longer than the vocabulary's durations (a long pause)
     ids = np.asarray(

@@ -182,14 +182,12 @@ def add_plan_argument(p: argparse.ArgumentParser) -> None:
 def corpus_units(utterances, frame_rate: float = 50.0):
     """``(unit texts, per-unit phone symbols, per-unit frames per phone)`` for each corpus
     utterance with a phone alignment."""
-    from .phones import phone_durations, teacher_sample_rate, unit_phones
+    from .phones import phone_durations, utterance_phones
 
     for u in utterances:
-        alignment = u.meta.get("phonemes")
-        if not alignment or not u.has_units:
+        phones = utterance_phones(u, frame_rate)
+        if phones is None:
             continue
-        sr = teacher_sample_rate(alignment, float(u.meta["audio_s"]))
-        phones = unit_phones(alignment, sr, frame_rate, u.unit_frames)
         yield (list(u.units), [[p for p, _ in run] for run in phones],
                [phone_durations(run, n) for run, n in zip(phones, u.unit_frames)])
 

@@ -193,6 +193,11 @@ class TextFollowing:
                                         for v, f in self.lexicon.timed_variants(text, s.ustart == 0, last))
         return self._variants[key] or None
 
+    def _lexicon_matches(self, s: _TFState) -> list[tuple[tuple[int, ...], tuple[int, ...] | None]]:
+        """The lexicon's variants for the current unit that begin with the phones listed so far."""
+        done = tuple(p for p, _ in s.plist)
+        return [(v, f) for v, f in self._lexicon_variants(s) or () if v[: len(done)] == done]
+
     def _lexicon_ends_unit(self, s: _TFState) -> bool | None:
         """At a word boundary: True where the unit must end here (a lexicon word no key
         extends), False where it must go on (only a prefix of a key), None: the LM decides."""
@@ -224,23 +229,18 @@ class TextFollowing:
                 return (s.g, -1 if ends else nxt, False, False, False, first, False)
             return (s.g, nxt, False, False, boundary and not phones, -1 if boundary and phones else None, False)
         if s.g == GrammarState.UNIT_DUR and self.lexicon_durations and s.plist:
-            variants = self._lexicon_variants(s)
-            done = tuple(p for p, _ in s.plist)
-            n = len(done)
-            frames = next((f for v, f in variants or () if v[:n] == done and f is not None), None)
+            n = len(s.plist)
+            frames = next((f for _, f in self._lexicon_matches(s) if f is not None), None)
             if frames is not None:  # the most frequent matching variant's median frames
                 return (s.g, -1, False, False, False, None, False, min(frames[n - 1], self.vocab.durations - 1))
         if s.g == GrammarState.UNIT_PHONES:
             room = len(s.plist) < self.max_unit_phones
-            variants = self._lexicon_variants(s)
-            if variants:  # the lexicon's lists that begin with the phones written so far
-                done = tuple(p for p, _ in s.plist)
-                n = len(done)
-                match = [v for v, _ in variants if v[:n] == done]
-                if match:
-                    nxt_phones = tuple(sorted({v[n] for v in match if len(v) > n}))
-                    return (s.g, -1, False, False, False, nxt_phones if room and nxt_phones else None,
-                            any(len(v) == n for v in match) or not nxt_phones or not room)
+            match = [v for v, _ in self._lexicon_matches(s)] if self.lexicon is not None else []
+            if match:  # the lexicon's lists that begin with the phones written so far
+                n = len(s.plist)
+                nxt_phones = tuple(sorted({v[n] for v in match if len(v) > n}))
+                return (s.g, -1, False, False, False, nxt_phones if room and nxt_phones else None,
+                        any(len(v) == n for v in match) or not nxt_phones or not room)
             return (s.g, -1, False, False, False, -1 if room else None, True)
         if s.g in (GrammarState.UNIT_AUDIO, GrammarState.FRAME) and phones:
             todo = s.plist[s.placed][0] if s.placed < len(s.plist) else None

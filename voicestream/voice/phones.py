@@ -90,3 +90,13 @@ def phone_durations(phones: Sequence[tuple[str, int]], frames: int) -> list[int]
     """Frames each of one unit's placed ``(phone, offset)`` lasts (the unit has ``frames``)."""
     ends = [off for _, off in phones[1:]] + [frames]
     return [e - off for (_, off), e in zip(phones, ends)]
+
+
+def utterance_phones(utt, frame_rate: float = 50.0) -> list[list[tuple[str, int]]] | None:
+    """Per unit of a corpus utterance, its placed ``(phone, frame offset)`` list
+    (:func:`unit_phones` on the teacher's alignment), or None without an alignment or units."""
+    alignment = utt.meta.get("phonemes")
+    if not alignment or not utt.has_units:
+        return None
+    sr = teacher_sample_rate(alignment, float(utt.meta["audio_s"]))
+    return unit_phones(alignment, sr, frame_rate, utt.unit_frames)
