@@ -8,7 +8,7 @@ import torch
 
 from voicestream.voice.corpus import CorpusConfig, SyntheticTeacher, build_corpus
 from voicestream.voice.distill import make_distiller, measure_acceptance
-from voicestream.voice.loop import LoopConfig, lr_at
+from voicestream.voice.loop import LoopConfig, lr_at, lr_by_time
 from voicestream.voice.presets import PRESETS, build_model
 from voicestream.voice.synthesize import Voice
 from voicestream.voice.train import make_trainer
@@ -31,6 +31,37 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(60, cfg) == pytest.approx(0.55) and lr_at(110, cfg) == pytest.approx(0.1)
     assert lr_at(500, cfg) == pytest.approx(0.1)
+
+
+def test_time_schedule_warms_up_by_steps_then_decays_with_the_budget():
+    cfg = LoopConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_by_time(0, 0.5, cfg) == pytest.approx(0.1)  # warmup counts this run's steps, not time
+    assert lr_by_time(10, 0.0, cfg) == pytest.approx(1.0) and lr_by_time(500, 0.5, cfg) == pytest.approx(0.55)
+    assert lr_by_time(500, 1.0, cfg) == pytest.approx(0.1) and lr_by_time(500, 3.0, cfg) == pytest.approx(0.1)
+
+
+def test_keep_best_keeps_the_lowest_heldout_checkpoint_across_resumes(tiny_corpus, tmp_path):
+    import csv
+
+    from voicestream.models import load_causal_lm
+
+    over = {**QUIET, "ckpt_minutes": 0.0, "keep_best": True, "lr": 3e-2, "warmup_steps": 1}  # checkpoint every step
+    trainer, _ = make_trainer(tiny_corpus, tmp_path, preset_name="tiny", loop_overrides={**over, "max_steps": 10})
+    result = trainer.run()
+    with open(tmp_path / "log.csv") as f:
+        scored = [(float(r["heldout_loss"]), int(r["step"])) for r in csv.DictReader(f) if r["heldout_loss"]]
+    best = json.loads((tmp_path / "best" / "best.json").read_text())
+    assert best == result["best"] and best["step"] == min(scored)[1]  # the log rounds to 4 places
+    assert best["heldout_loss"] == pytest.approx(min(scored)[0], abs=1e-4)
+    # the weights in OUT/best score that loss (not the last step's)
+    trainer.model = load_causal_lm(tmp_path / "best")
+    assert trainer.evaluate() == pytest.approx(best["heldout_loss"], abs=1e-5)
+    # a resumed run starts from the best so far: it replaces OUT/best only with a lower loss
+    resumed, _ = make_trainer(tiny_corpus, tmp_path, preset_name="tiny", resume=True,
+                              loop_overrides={**over, "max_steps": 12})
+    assert resumed.best == (best["heldout_loss"], best["step"])
+    after = resumed.run()["best"]
+    assert after["heldout_loss"] <= best["heldout_loss"]
 
 
 def test_training_reduces_loss(tiny_corpus, tmp_path):

@@ -83,7 +83,8 @@ def bench(args: argparse.Namespace) -> dict:
         drafts[spec] = str(default_draft) if spec == "default" else spec
     runs: list[tuple[Run, Voice, str | None]] = []
     for weights in args.weights:
-        target = load_causal_lm(target_dir, dtype=torch.float32)  # one copy per format: the format lives on the model
+        # one copy per format: the format lives on the model; drafts load on the target's device
+        target = load_causal_lm(target_dir, dtype=torch.float32).to(args.device)
         for name, spec in drafts.items():
             draft = resolve_draft(target, spec) if spec else None
             voice = Voice(target, draft, weights=weights)
@@ -105,12 +106,13 @@ def bench(args: argparse.Namespace) -> dict:
             plain = next(p for p, _, _ in runs if p.draft is None and p.weights == r.weights)
             row["same_audio_as_plain"] = r.outputs == plain.outputs
         rows.append(row)
-    return {"target": str(target_dir), "threads": args.threads, "sentences": len(sentences), "runs": rows,
-            "base": base.name}
+    return {"target": str(target_dir), "threads": args.threads, "device": args.device, "sentences": len(sentences),
+            "runs": rows, "base": base.name}
 
 
 def format_table(report: dict) -> str:
-    lines = [f"target {report['target']}; {report['sentences']} sentences; {report['threads']} threads", ""]
+    lines = [f"target {report['target']}; {report['sentences']} sentences; {report['device']}, "
+             f"{report['threads']} threads", ""]
     head = f"{'run':<40} {'tok/s':>7} {'x ' + report['base']:>12} {'tok/fwd':>8} {'RTF':>6} {'TTFA ms':>8} {'= plain':>8}"
     lines += [head, "-" * len(head)]
     for r in report["runs"]:
@@ -132,6 +134,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=1, help="speak the sentences this many times (less noise)")
     p.add_argument("--sentences", nargs="*", help="sentences to speak (default: four built-in ones)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (int8 weights are a CPU format: use --weights fp32)")
     p.add_argument("--json", action="store_true")
 
 

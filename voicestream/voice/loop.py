@@ -20,6 +20,7 @@ import argparse
 
 import contextlib
 import csv
+import json
 import math
 import os
 import random
@@ -38,10 +39,11 @@ from ..malloc import keep_freed_memory, release_freed_memory
 from ..models import native_bf16
 from .data import BatchPlan, Example, collate
 
-__all__ = ["LoopConfig", "LossFn", "Trainer", "lr_at"]
+__all__ = ["LoopConfig", "LossFn", "Trainer", "lr_at", "lr_by_time"]
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
 MODEL_DIR = "model"
+BEST_DIR = "best"
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "log.csv"
 
@@ -63,6 +65,8 @@ class LoopConfig:
     max_steps: int | None = None  # stop at this global step (tests, fixed-length runs)
     ckpt_minutes: float = 5.0
     eval_batches: int = 2  # heldout batches scored at each checkpoint (0: none)
+    anneal: str = "steps"  # "steps": cosine over total_steps; "time": warmup, then cosine over this run's minutes
+    keep_best: bool = False  # also keep the weights with the lowest heldout loss in OUT/best
     threads: int | None = 1
     bf16: bool = False  # autocast to bfloat16: ~2.9x faster on AVX512-BF16 CPUs, ~13x slower on AVX2 (weights stay fp32)
     device: str = "cpu"  # "cuda" when a GPU is available: same code, same checkpoints
@@ -76,6 +80,19 @@ def lr_at(step: int, cfg: LoopConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(cfg.total_steps - cfg.warmup_steps, 1)
     t = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def lr_by_time(steps_run: int, spent: float, cfg: LoopConfig) -> float:
+    """Warmup over this run's first ``warmup_steps``, then cosine to ``min_lr_ratio * lr``
+    as the wall-clock budget is spent (``spent`` in [0, 1]).
+
+    Why: on a borrowed GPU the budget is minutes, not steps, and how many steps fit is
+    unknown beforehand; a step-based schedule would stop mid-decay (or decay too early).
+    A resumed run anneals again over its own budget (a warm restart)."""
+    if steps_run < cfg.warmup_steps:
+        return cfg.lr * (steps_run + 1) / cfg.warmup_steps
+    t = min(max(spent, 0.0), 1.0)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -127,6 +144,10 @@ class Trainer:
         self.tokens_seen = 0
         self.train_seconds = 0.0
         self.stop_requested = False  # set by SIGINT/SIGTERM during run(): finish the step, save, return
+        self.best: tuple[float, int] | None = None  # (heldout loss, step) of OUT/best, with keep_best
+        if (self.out / BEST_DIR / "best.json").exists():  # a resumed run competes with the best so far
+            b = json.loads((self.out / BEST_DIR / "best.json").read_text())
+            self.best = (float(b["heldout_loss"]), int(b["step"]))
 
     # ----- checkpoints -------------------------------------------------------------
     @property
@@ -154,6 +175,25 @@ class Trainer:
         os.replace(tmp, self.model_dir)
         if old.exists():
             shutil.rmtree(old)
+
+    def _checkpoint(self) -> float | None:
+        """Score the heldout set, save, and with ``keep_best`` keep the best weights apart.
+
+        Why keep the best: many epochs over a few thousand sentences can start to overfit
+        inside one GPU budget; the lowest heldout loss is the checkpoint to ship."""
+        heldout = self.evaluate()
+        self.save()
+        if self.cfg.keep_best and heldout is not None and (self.best is None or heldout < self.best[0]):
+            self.best = (heldout, self.step)
+            tmp = self.out / (BEST_DIR + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            self.model.save_pretrained(tmp)
+            (tmp / "best.json").write_text(json.dumps({"heldout_loss": heldout, "step": self.step}) + "\n")
+            if (self.out / BEST_DIR).exists():
+                shutil.rmtree(self.out / BEST_DIR)
+            os.replace(tmp, self.out / BEST_DIR)
+        return heldout
 
     def load_state(self) -> None:
         """Restore optimiser/step/position/RNG from ``OUT/model`` (weights are loaded by the caller)."""
@@ -263,7 +303,10 @@ class Trainer:
             t0 = time.perf_counter()
             idx, next_pos = self.plan.at(*self.position)
             batch = self._to_device(collate([self.examples[i] for i in idx], self.pad_id))
-            lr = lr_at(self.step, cfg)
+            if cfg.anneal == "time":
+                lr = lr_by_time(steps_run, (time.perf_counter() - start) / budget, cfg)
+            else:
+                lr = lr_at(self.step, cfg)
             for g in self.opt.param_groups:
                 g["lr"] = lr
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -294,15 +337,17 @@ class Trainer:
                 **{k: f"{v:.4f}" for k, v in last.items()},
             }
             if time.perf_counter() - last_ckpt >= cfg.ckpt_minutes * 60.0:
-                row["heldout_loss"] = _fmt(self.evaluate())
-                self.save()
+                row["heldout_loss"] = _fmt(self._checkpoint())
                 last_ckpt = time.perf_counter()
             self._log(row)
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{n_tok / dt:.0f}")
         bar.close()
-        heldout = None if self.stop_requested else self.evaluate()  # stopping: save first, fast
-        self.save()
+        if self.stop_requested:  # stopping: save first, fast
+            heldout = None
+            self.save()
+        else:
+            heldout = self._checkpoint()
         if heldout is not None:
             self._log({"step": self.step, "epoch": self.position[0], "train_s": round(self.train_seconds, 2),
                        "lr": "", "tokens": self.tokens_seen, "tokens_per_s": "", "heldout_loss": _fmt(heldout)})
@@ -315,6 +360,7 @@ class Trainer:
             "last": last,
             "heldout_loss": heldout,
             "stopped_by_signal": self.stop_requested,
+            **({"best": {"heldout_loss": self.best[0], "step": self.best[1]}} if self.best else {}),
         }
 
 
@@ -337,6 +383,10 @@ def add_loop_arguments(ap: "argparse.ArgumentParser", *, warmup: bool = False) -
     ap.add_argument("--seed", type=int, default=0)
     add_bf16_arguments(ap)
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--anneal", choices=["steps", "time"], default=None,
+                    help="steps: cosine over --total-steps; time: cosine over this run's --minutes")
+    ap.add_argument("--keep-best", action="store_true",
+                    help="also keep the weights with the lowest heldout loss (scored at each checkpoint) in OUT/best")
     ap.add_argument("--no-progress", action="store_true")
 
 
@@ -360,7 +410,7 @@ def loop_overrides(args: "argparse.Namespace") -> dict:
         "minutes": args.minutes, "threads": args.threads, "max_steps": args.steps, "total_steps": args.total_steps,
         "lr": args.lr, "batch_tokens": args.batch_tokens, "ckpt_minutes": args.ckpt_minutes,
         "progress": not args.no_progress, "device": args.device,
-        "bf16": bf16_of(args, args.device),
+        "bf16": bf16_of(args, args.device), "anneal": args.anneal, "keep_best": args.keep_best or None,
     }
     if hasattr(args, "warmup_steps"):
         overrides["warmup_steps"] = args.warmup_steps

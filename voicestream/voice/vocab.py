@@ -433,20 +433,34 @@ class SlotGrammar:
         allowed[:, v.pad_id] = False
         self.allowed = allowed
         self._slot0 = (lo0, hi0)
+        self._allowed_rows = allowed.tolist()
+        self._build_transitions()
+
+    def _build_transitions(self) -> None:
+        """``_next[state][class]`` from :meth:`_transition`, one representative token per class
+        of tokens the rules tell apart (each special id alone; chars, phones, durations, codec
+        codes; everything else)."""
+        v = self.vocab
+        cls = [0] * v.vocab_size  # 0: no rule of its own
+        reps = [v.pad_id]
+        groups = [range(*v.char_range), range(*v.phone_range), range(*v.duration_range), range(v.codec_vocab_size)]
+        singles = [v.audio_start_id, v.audio_end_id, v.word_id] + ([v.phones_end_id] if v.layout == "phones" else [])
+        for group in groups + [[t] for t in singles]:
+            if len(group):
+                reps.append(group[0])
+                for t in group:
+                    cls[t] = len(reps) - 1
+        self._token_class = cls
+        self._next = [[self._transition(s, r) for r in reps] for s in range(self.n_states)]
 
     @property
     def start(self) -> int:
         return int(GrammarState.PROMPT)
 
-    def step(self, state: int, token: int, *, strict: bool = True) -> int:
-        """State after ``token`` is appended in ``state``.
-
-        ``strict`` raises :class:`GrammarError` on an illegal token; otherwise the
-        grammar resynchronises as well as it can (used only for diagnostics).
-        """
+    def _transition(self, state: int, token: int) -> int:
+        """The layout's rules for one token (no legality check); :meth:`step` reads them from
+        the table built from this at construction."""
         v, t = self.vocab, int(token)
-        if strict and state != GrammarState.PROMPT and not self.allowed[state, t]:
-            raise GrammarError(f"token {t} is not legal in state {self.describe(state)}")
         if state == GrammarState.PROMPT:
             if t == v.audio_start_id:
                 return int(GrammarState.UNIT_START if v.has_units else GrammarState.FRAME)
@@ -470,6 +484,23 @@ class SlotGrammar:
                 return int(GrammarState.FRAME) if nxt - GrammarState.SLOT >= v.tokens_per_frame else nxt
             return int(GrammarState.SLOT + 1) if v.tokens_per_frame > 1 else int(GrammarState.FRAME)
         return state
+
+    def step(self, state: int, token: int, *, strict: bool = True) -> int:
+        """State after ``token`` is appended in ``state``.
+
+        ``strict`` raises :class:`GrammarError` on an illegal token; otherwise the
+        grammar resynchronises as well as it can (used only for diagnostics).
+        Table lookups (the rules depend on a token only through its class): encoding a
+        corpus walks millions of tokens through here.
+        """
+        t = int(token)
+        if not 0 <= t < len(self._token_class):
+            if strict and state != GrammarState.PROMPT:
+                raise GrammarError(f"token {t} is outside the vocabulary (0..{len(self._token_class) - 1})")
+            return self._transition(state, t)
+        if strict and state != GrammarState.PROMPT and not self._allowed_rows[state][t]:
+            raise GrammarError(f"token {t} is not legal in state {self.describe(state)}")
+        return self._next[state][self._token_class[t]]
 
     def run(self, ids: Iterable[int], state: int | None = None, *, strict: bool = True) -> int:
         """State after all of ``ids``."""
