@@ -217,6 +217,8 @@ def test_recipe_builds_a_voice_end_to_end_and_resumes(tiny_corpus, tmp_path):
     first = json.loads((out / "summary.json").read_text())
     assert first["target"]["step"] == 3 and first["draft"]["step"] == 3
     assert first["acceptance"]["mean_accepted_per_target_forward"] >= 1.0
+    for stage in ("target", "draft"):  # each hands on its best held-out checkpoint (scored at its end at least)
+        assert first[stage]["handed_on"] == str(out / stage / "best") and first[stage]["best"]["step"] >= 1
     assert "unit texts" in first["lexicon"] and (dst / "target" / "lexicon.json").is_file()  # built, then installed
     voice = Voice.load(dst / "target", dst / "draft")
     assert voice.lexicon is not None and len(voice.lexicon) > 0

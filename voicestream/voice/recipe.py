@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .loop import MODEL_DIR, add_bf16_arguments, bf16_of
+from .loop import BEST_DIR, MODEL_DIR, add_bf16_arguments, bf16_of
 
 __all__ = ["main", "run_recipe"]
 
@@ -29,6 +29,11 @@ __all__ = ["main", "run_recipe"]
 def _stage(name: str) -> float:
     print(f"== {name}", flush=True)
     return time.perf_counter()
+
+
+def _chosen(run_dir: Path) -> Path:
+    """The checkpoint a stage hands on: its best held-out one when kept, else its last."""
+    return run_dir / BEST_DIR if (run_dir / BEST_DIR / "config.json").exists() else run_dir / MODEL_DIR
 
 
 def run_recipe(args: argparse.Namespace) -> dict:
@@ -44,7 +49,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
     corpus_dir = Path(args.corpus) if args.corpus else out / "corpus"
     summary: dict = {"device": args.device, "bf16": args.bf16}
     common = {"device": args.device, "bf16": args.bf16, "threads": args.threads or torch.get_num_threads(),
-              "progress": not args.no_progress, "ckpt_minutes": args.ckpt_minutes, "max_steps": args.max_steps}
+              "progress": not args.no_progress, "ckpt_minutes": args.ckpt_minutes, "max_steps": args.max_steps,
+              "anneal": args.anneal, "keep_best": args.keep_best}
     if args.batch_tokens:
         common["batch_tokens"] = args.batch_tokens
 
@@ -64,13 +70,15 @@ def run_recipe(args: argparse.Namespace) -> dict:
                                                  "total_steps": args.train_steps}, seed=args.seed)
     summary["target"] = {**info, **trainer.run(), "seconds": round(time.perf_counter() - t0, 1)}
     del trainer
+    target_dir = _chosen(out / "target")
+    summary["target"]["handed_on"] = str(target_dir)
     if args.layout == "phones":  # the pronunciation lexicon travels with the target (voice/lexicon.py)
-        summary["lexicon"] = build_for_target(corpus_dir, out / "target" / MODEL_DIR, progress=not args.no_progress)[2]
+        summary["lexicon"] = build_for_target(corpus_dir, target_dir, progress=not args.no_progress)[2]
 
     t0 = _stage("draft")
     resume = (out / "draft" / MODEL_DIR).exists()
     trainer, target, vocab, info = make_distiller(
-        out / "target" / MODEL_DIR, corpus_dir, out / "draft", preset_name=args.draft_preset, resume=resume,
+        target_dir, corpus_dir, out / "draft", preset_name=args.draft_preset, resume=resume,
         loop_overrides={**common, "minutes": args.distill_minutes, "total_steps": args.distill_steps}, seed=args.seed,
         init_from=None if resume else args.draft_init_from,
     )
@@ -78,15 +86,20 @@ def run_recipe(args: argparse.Namespace) -> dict:
 
     _stage("acceptance")
     texts = [u.norm for u in Corpus(corpus_dir).utterances("heldout")[: args.eval_prompts]]
-    target, draft = target.eval(), trainer.model.eval()
+    from ..models import resolve_draft
+
+    target = target.eval()
+    draft_dir = _chosen(out / "draft")
+    draft = trainer.model.eval() if draft_dir.name == MODEL_DIR else resolve_draft(target, draft_dir).eval()
+    summary["draft"]["handed_on"] = str(draft_dir)
     with torch.inference_mode():
         summary["acceptance"] = measure_acceptance(target, draft, vocab, texts, max_new_tokens=args.eval_max_tokens)
 
     if args.install:
         _stage("install")
         dst = Path(args.install_dir) if args.install_dir else DEFAULT_VOICE_DIR
-        summary["installed"] = [package_model(out / "target" / MODEL_DIR, dst / "target"),
-                                package_model(out / "draft" / MODEL_DIR, dst / "draft")]
+        summary["installed"] = [package_model(target_dir, dst / "target"),
+                                package_model(_chosen(out / "draft"), dst / "draft")]
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
@@ -113,7 +126,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--distill-minutes", type=float, default=2.0)
     ap.add_argument("--distill-steps", type=int, default=None)
     ap.add_argument("--batch-tokens", type=int, default=None, help="tokens per step (GPUs: 65536 or more)")
-    ap.add_argument("--ckpt-minutes", type=float, default=2.0)
+    ap.add_argument("--ckpt-minutes", type=float, default=2.0, help="also how often the held-out loss is scored")
+    ap.add_argument("--anneal", choices=["steps", "time"], default="time",
+                    help="time (default): each stage's cosine spans its --*-minutes; steps: its --*-steps")
+    ap.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=True,
+                    help="hand on (and install) each stage's lowest held-out checkpoint rather than its last")
     ap.add_argument("--max-steps", type=int, default=None, help="stop each stage at this global step (smoke runs)")
     ap.add_argument("--eval-prompts", type=int, default=4)
     ap.add_argument("--eval-max-tokens", type=int, default=400)
