@@ -211,3 +211,12 @@ def test_plan_resolution_and_the_say_cli(tmp_path, capsys):
     assert cli_main([*args, "--target", str(shipped)]) == 0 and out.stat().st_size > 44
     assert cli_main([*args, "--target", str(bare)]) == 2
     assert "lexicon.json" in capsys.readouterr().err
+    # serve takes the same --plan for each trained voice it loads
+    from voicestream.cli import build_parser
+    from voicestream.server.cli import load_voices
+
+    for plan, has_lexicon in (("auto", True), ("model", False)):
+        argv = ["serve", "--voice", f"v={shipped}", "--plan", plan, "--weights", "fp32"]
+        (synth,) = load_voices(build_parser().parse_args(argv))
+        assert (synth.voice.lexicon is not None) == has_lexicon
+        synth.close()

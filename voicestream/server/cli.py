@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from voicestream.say import add_weights_argument
 
     add_weights_argument(p)  # trained voices' LM forward: fp32 | int8 | auto
+    from voicestream.voice.lexicon import add_plan_argument
+
+    add_plan_argument(p)  # trained phones voices: who writes the phone list (auto | model | lexicon | ...)
     p.add_argument("--log-level", default="WARNING")
     from voicestream.adapters.families.cli import add_family_arguments
 
@@ -97,7 +100,7 @@ def load_voices(args: argparse.Namespace) -> list:
             raise SystemExit(f"--voice expects NAME=TARGET_DIR[:DRAFT_DIR], got {spec!r}")
         target, _, draft = dirs.partition(":")
         voices.append(load_voice_synthesizer(target, draft or None, name=name, threads=torch_threads(args), batch=batch,
-                                             codec_pick=args.codec_pick, weights=args.weights))
+                                             codec_pick=args.codec_pick, weights=args.weights, plan=args.plan))
     if getattr(args, "adapter", None):
         from voicestream.adapters.families.cli import family_synthesizer_from_args
 
@@ -116,7 +119,7 @@ def load_voices(args: argparse.Namespace) -> list:
             )
         target, draft = say.resolve_voice_dirs(None)  # the built-in voice, served as "default"
         voices.append(load_voice_synthesizer(target, draft, name="default", threads=torch_threads(args), batch=batch,
-                                             codec_pick=args.codec_pick, weights=args.weights))
+                                             codec_pick=args.codec_pick, weights=args.weights, plan=args.plan))
     return voices
 
 

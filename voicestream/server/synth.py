@@ -133,6 +133,7 @@ def load_voice_synthesizer(
     batch=None,
     codec_pick: str = "model",
     weights: str = "fp32",
+    plan: str = "auto",
 ) -> VoiceSynthesizer:
     """Load a trained voice from checkpoint directories (imports ``voicestream.voice`` lazily).
 
@@ -148,7 +149,7 @@ def load_voice_synthesizer(
         ) from exc
     t0 = time.perf_counter()
     voice = Voice.load(target_dir, draft_dir, threads=threads, batch=batch, codec_pick=codec_pick,
-                       weights=weights)
+                       weights=weights, plan=plan)
     synth = VoiceSynthesizer(voice, name=name)
     synth.load_seconds = time.perf_counter() - t0
     return synth
