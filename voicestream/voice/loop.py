@@ -79,7 +79,11 @@ def lr_at(step: int, cfg: LoopConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(cfg.total_steps - cfg.warmup_steps, 1)
-    t = min((step - cfg.warmup_steps) / span, 1.0)
+    return _cosine(min((step - cfg.warmup_steps) / span, 1.0), cfg)
+
+
+def _cosine(t: float, cfg: LoopConfig) -> float:
+    """``lr`` at ``t`` = 0 down to ``min_lr_ratio * lr`` at ``t`` = 1."""
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -92,8 +96,7 @@ def lr_by_time(steps_run: int, spent: float, cfg: LoopConfig) -> float:
     A resumed run anneals again over its own budget (a warm restart)."""
     if steps_run < cfg.warmup_steps:
         return cfg.lr * (steps_run + 1) / cfg.warmup_steps
-    t = min(max(spent, 0.0), 1.0)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    return _cosine(min(max(spent, 0.0), 1.0), cfg)
 
 
 def _rng_state() -> dict:

@@ -99,7 +99,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
         _stage("install")
         dst = Path(args.install_dir) if args.install_dir else DEFAULT_VOICE_DIR
         summary["installed"] = [package_model(target_dir, dst / "target"),
-                                package_model(_chosen(out / "draft"), dst / "draft")]
+                                package_model(draft_dir, dst / "draft")]
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
