@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from voicestream.voice.lexicon import FILENAME, Lexicon
+from voicestream.voice.lexicon import FILENAME, WORDS_FILENAME, Lexicon, build_for_target, word_table
 from voicestream.voice.masking import TextFollowing
 from voicestream.voice.presets import PRESETS, build_model
 from voicestream.voice.vocab import GrammarState, VoiceVocab
@@ -99,6 +99,83 @@ def test_text_following_lets_the_lm_choose_only_among_the_lexicon_variants():
     assert _phones_of(row, vocab) == set(PHONES) and row[ch(" ")[0]]
     with pytest.raises(ValueError, match="phones layout"):
         TextFollowing(VoiceVocab(), lexicon=Lexicon.build(_sentences()))
+
+
+def test_word_table_composes_the_units_the_corpus_never_heard(tmp_path):
+    said = {"cat": "kˈæt", "hat": "hˈæt", "don't": "dˈoʊnt", "xyz": "ˈɛksw", "hey": "hˈeɪ  "}
+    words = word_table(["Cat", "cat", "hat", "don't", "xyz", "hey", "two words", "k9", "-"], said.__getitem__,
+                       {"k", "ˈ", "æ", "t", "h", "d", "o", "ʊ", "n", "e", "ɪ", " "}, progress=False)
+    # lowercased and deduplicated; "xyz" has a symbol outside the inventory; non-words skipped
+    assert words == {"cat": "kˈæt", "hat": "hˈæt", "don't": "dˈoʊnt", "hey": "hˈeɪ"}
+    lex = Lexicon.build(_sentences())
+    lex.words = words
+    assert "hat" in lex and "hat?" in lex and "dog" not in lex and "the cat" not in lex
+    assert lex.variants("hat", True, False) == [("^", "h", "ˈ", "æ", "t", " ")]
+    assert lex.variants("hat,", False, False) == [("h", "ˈ", "æ", "t", ",", " ")]
+    assert lex.variants("don't?", False, True) == [("d", "ˈ", "o", "ʊ", "n", "t", "?", "$")]
+    # what the corpus heard wins at its place; elsewhere the word table's form for that place
+    lex.words["hi"] = "hˈaɪ"
+    assert lex.variants("hi", False, False)[0] == ("h", "a", "ɪ", " ")
+    assert lex.variants("hi.", True, True) == [("^", "h", "a", "ɪ", ".", "$")]
+    assert lex.variants("hi?", False, True) == [("h", "ˈ", "a", "ɪ", "?", "$")]
+    lex.save(tmp_path / FILENAME)
+    first = (tmp_path / WORDS_FILENAME).read_bytes()
+    lex.save(tmp_path / FILENAME)
+    assert (tmp_path / WORDS_FILENAME).read_bytes() == first  # same table, same bytes
+    back = Lexicon.find(tmp_path)
+    assert back.words == lex.words and back.entries == lex.entries
+    # the grammar: a table word ends its unit at the word gap and its list is the composed one
+    vocab = VoiceVocab(layout="phones", phones=(*PHONES, "ˈ", "?"))
+    tf = TextFollowing(vocab, lexicon=back)
+    ch = lambda s: vocab.text_ids(s, normalize=False)  # noqa: E731
+    state = _walk(tf, vocab, [*vocab.prompt_for("hat hi."), vocab.word_id, *ch("hat")])
+    assert tf.forced(state) == vocab.phone_id("^")
+    state = _walk(tf, vocab, [vocab.phone_id("^"), vocab.duration_id(1)], state)
+    for p in ("h", "ˈ", "æ", "t", " "):
+        assert tf.forced(state) == vocab.phone_id(p)
+        state = _walk(tf, vocab, [vocab.phone_id(p), vocab.duration_id(1)], state)
+    assert tf.forced(state) == vocab.phones_end_id
+    # with the corpus lexicon kept as it is, --words adds the table (the teacher is monkeypatched away)
+    target = build_model(PRESETS["tiny"][0], vocab, seed=3)
+    target.save_pretrained(tmp_path / "t")
+    Lexicon.build(_sentences()).save(tmp_path / "t" / FILENAME)
+    (tmp_path / "list.txt").write_text("Hat\ncat\n")
+
+    class Teacher:
+        def __init__(self, **kw):
+            pass
+
+        phonemize_word = staticmethod(said.__getitem__)
+
+    import voicestream.voice.corpus as corpus
+
+    orig, corpus.PiperTeacher = corpus.PiperTeacher, Teacher
+    try:
+        lex2, path, what = build_for_target(None, tmp_path / "t", words=tmp_path / "list.txt", progress=False)
+    finally:
+        corpus.PiperTeacher = orig
+    assert "3 unit texts kept; 2 words" in what and Lexicon.find(tmp_path / "t").words == {"cat": "kˈæt", "hat": "hˈæt"}
+    assert Lexicon.find(tmp_path / "t").entries == Lexicon.build(_sentences()).entries
+    from voicestream.voice.package import package_model
+
+    package_model(tmp_path / "t", tmp_path / "shipped")  # the table travels with the weights
+    assert Lexicon.find(tmp_path / "shipped").words == {"cat": "kˈæt", "hat": "hˈæt"}
+
+
+def test_the_shipped_lexicon_knows_every_word_of_the_open_vocabulary_sentences():
+    from voicestream.codec.eval_roundtrip import SENTENCES
+    from voicestream.say import DEFAULT_VOICE_DIR
+    from voicestream.text.normalize import normalize_text
+
+    lex = Lexicon.find(DEFAULT_VOICE_DIR / "target")
+    assert len(lex.words) > 50_000
+    units = [(w, i == 0, i == len(ws) - 1) for s in SENTENCES for ws in [normalize_text(s).split()]
+             for i, w in enumerate(ws)]
+    missing = [w for w, first, last in units if not lex.variants(w, first, last)]
+    assert not missing, missing
+    vocab = VoiceVocab.from_dict(__import__("json").loads((DEFAULT_VOICE_DIR / "target" / "config.json").read_text())
+                                 ["voicestream_vocab"])
+    assert all(p in vocab.phones for w, f, l in units for v in lex.variants(w, f, l) for p in v)
 
 
 def test_voice_with_a_lexicon_speaks_its_variants_and_speculation_stays_exact(tmp_path):

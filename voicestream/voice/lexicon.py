@@ -14,24 +14,40 @@ unit sat in its sentence (espeak adds clause marks at the edges); at synthesis
 :class:`~voicestream.voice.masking.TextFollowing` lets the LM choose only among them,
 and choose its durations freely.  A unit text the lexicon lacks falls back to the LM.
 
-Stored as ``lexicon.json`` beside the target's weights; built by
-``python -m voicestream.voice.lexicon --corpus DIR --target DIR``.
+Open vocabulary: the corpus only holds the words its few thousand sentences used, so a
+second table, ``words.tsv.gz``, holds each word of a large word list (e.g. Debian's
+``/usr/share/dict/american-english``) as the teacher pronounces it alone.  A unit the
+corpus never heard (or never heard at this place in a sentence) is composed from it: the
+sentence-start mark, the word's phones, its trailing punctuation, then the word gap or
+the sentence-end mark -- on the corpus's own single words this reproduces the harvested
+form ~95 % of the time (the misses are stress marks and function words, which the corpus
+holds anyway).  The table is data written once at build time by the teacher's phonemizer
+(dev extra), like the corpus itself.
+
+Stored as ``lexicon.json`` (and ``words.tsv.gz``) beside the target's weights; built by
+``python -m voicestream.voice.lexicon --corpus DIR --target DIR [--words FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AUTO_PLAN", "FILENAME", "PLANS", "Lexicon", "position", "resolve_plan"]
+__all__ = ["AUTO_PLAN", "FILENAME", "PLANS", "WORDS_FILENAME", "Lexicon", "position", "resolve_plan", "word_table"]
 
 FILENAME = "lexicon.json"
+WORDS_FILENAME = "words.tsv.gz"  # beside FILENAME: word -> its phones spoken alone
+#: Punctuation the normaliser keeps at a word's end; the teacher speaks it as the same symbol.
+TRAILING = ",.?!;:"
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 #: Who writes a phones voice's plan: the LM alone; the lexicon's phones (the LM's durations);
 #: the lexicon's phones and median durations. The LM writes whatever the lexicon lacks.
 PLANS = ("model", "lexicon", "lexicon-durations")
@@ -50,6 +66,7 @@ class Lexicon:
 
     entries: dict[str, dict[str, list[tuple[str, ...]]]] = field(default_factory=dict)
     frames: dict[str, dict[str, list[tuple[int, ...]]]] = field(default_factory=dict)
+    words: dict[str, str] = field(default_factory=dict)  # bare word -> phones spoken alone, a symbol a char
 
     def __post_init__(self) -> None:
         # word-boundary prefixes of multi-word keys ("of" for "of the"): a unit may not end there
@@ -60,7 +77,17 @@ class Lexicon:
         return len(self.entries)
 
     def __contains__(self, text: str) -> bool:
-        return text in self.entries
+        return text in self.entries or self.compose(text, False, False) is not None
+
+    def compose(self, text: str, first: bool, last: bool) -> tuple[str, ...] | None:
+        """A one-word unit's phone list from the word table, laid out as the corpus lays
+        units out (``^`` opening a sentence, the trailing punctuation, then the gap or
+        ``$``); None when ``text`` is not one known word with optional punctuation."""
+        core = text.rstrip(TRAILING)
+        phones = self.words.get(core)
+        if not phones:
+            return None
+        return (*(("^",) if first else ()), *phones, *text[len(core):], "$" if last else " ")
 
     def extends(self, text: str) -> bool:
         """Some key is ``text`` followed by more words."""
@@ -73,11 +100,15 @@ class Lexicon:
 
     def timed_variants(self, text: str, first: bool, last: bool) -> list[tuple[tuple[str, ...], tuple[int, ...] | None]]:
         """:meth:`variants` with each one's median frames per phone (None without durations)."""
-        by_pos = self.entries.get(text)
+        by_pos = self.entries.get(text) or {}
+        pos = position(first, last)
+        if not by_pos.get(pos):  # never heard here: the word table's form for this place, if any
+            composed = self.compose(text, first, last)
+            if composed is not None:
+                return [(composed, None)]
         if not by_pos:
             return []
         frames = self.frames.get(text, {})
-        pos = position(first, last)
         places = [pos] if by_pos.get(pos) else sorted(by_pos)
         out: dict[tuple[str, ...], tuple[int, ...] | None] = {}
         for p in places:
@@ -137,6 +168,11 @@ class Lexicon:
         lines = ",\n".join(f"{json.dumps(t, ensure_ascii=False)}: {json.dumps(by, ensure_ascii=False)}"
                            for t, by in data.items())  # one unit a line: readable, diffable
         Path(path).write_text(f'{{"format": 1, "entries": {{\n{lines}\n}}}}\n')
+        if self.words:
+            rows = "".join(f"{w}\t{p}\n" for w, p in sorted(self.words.items()))
+            # mtime 0: the same table gives the same bytes (no spurious diffs of shipped data)
+            with gzip.GzipFile(Path(path).with_name(WORDS_FILENAME), "wb", mtime=0) as f:
+                f.write(rows.encode())
 
     @classmethod
     def load(cls, path: str | Path) -> Lexicon:
@@ -146,7 +182,12 @@ class Lexicon:
         entries = {t: {p: [tuple(v[0]) for v in vs] for p, vs in by.items()} for t, by in raw["entries"].items()}
         frames = {t: {p: [tuple(v[1]) for v in vs] for p, vs in by.items() if vs and all(len(v) > 1 for v in vs)}
                   for t, by in raw["entries"].items()}
-        return cls(entries, {t: by for t, by in frames.items() if by})
+        words_path = Path(path).with_name(WORDS_FILENAME)
+        words = {}
+        if words_path.is_file():
+            with gzip.open(words_path, "rt", encoding="utf-8") as f:
+                words = dict(line.rstrip("\n").split("\t", 1) for line in f if "\t" in line)
+        return cls(entries, {t: by for t, by in frames.items() if by}, words)
 
     @classmethod
     def find(cls, target_dir: str | Path) -> Lexicon | None:
@@ -192,13 +233,33 @@ def corpus_units(utterances, frame_rate: float = 50.0):
                [phone_durations(run, n) for run, n in zip(phones, u.unit_frames)])
 
 
-def build_for_target(corpus_dir: str | Path, target_dir: str | Path, out: str | Path | None = None, *,
-                     min_share: float = 0.1, progress: bool = True) -> tuple[Lexicon, Path, str]:
-    """Build the lexicon of a phones target from its training corpus and save it
-    (default: ``TARGET/lexicon.json``, where :meth:`Voice.load` finds it)."""
+def word_table(words: Iterable[str], phonemize: Callable[[str], str], known: Iterable[str], *,
+               progress: bool = True) -> dict[str, str]:
+    """Each distinct word of ``words`` (lowercased; letters with inner apostrophes only) ->
+    its phones as ``phonemize`` says it alone, kept where every symbol is in ``known``."""
     from tqdm import tqdm
 
-    from .shards import Corpus
+    known = set(known)
+    todo = sorted({w.strip().lower() for w in words} - {""})
+    out: dict[str, str] = {}
+    for w in tqdm(todo, desc="words", unit="word", disable=not progress):
+        if not _WORD.fullmatch(w):
+            continue
+        phones = phonemize(w).rstrip(" ")
+        if phones and all(p in known for p in phones) and not set(phones) & set("^$"):
+            out[w] = phones
+    return out
+
+
+def build_for_target(corpus_dir: str | Path | None, target_dir: str | Path, out: str | Path | None = None, *,
+                     min_share: float = 0.1, words: str | Path | None = None, progress: bool = True,
+                     ) -> tuple[Lexicon, Path, str]:
+    """Build the lexicon of a phones target from its training corpus (or keep the one
+    beside it, ``corpus_dir=None``), add the teacher's pronunciation of every word in the
+    file ``words`` (one a line; needs the dev ``teacher`` extra) and save it (default:
+    ``TARGET/lexicon.json``, where :meth:`Voice.load` finds it)."""
+    from tqdm import tqdm
+
     from .vocab import VoiceVocab
 
     target_dir = Path(target_dir)
@@ -206,23 +267,43 @@ def build_for_target(corpus_dir: str | Path, target_dir: str | Path, out: str | 
     if vocab.layout != "phones":
         raise ValueError(f"a lexicon needs a phones-layout target, {target_dir} is {vocab.layout!r}")
     known = set(vocab.phones)
-    utts = Corpus(corpus_dir).utterances("train")
-    sentences = [(t, p, d) for t, p, d in corpus_units(tqdm(utts, desc="lexicon", unit="utt", disable=not progress))
-                 if all(s in known for run in p for s in run) and max(max(x, default=0) for x in d) < vocab.durations]
-    lex = Lexicon.build(sentences, min_share=min_share)
     path = Path(out) if out is not None else target_dir / FILENAME
+    if corpus_dir is not None:
+        from .shards import Corpus
+
+        utts = Corpus(corpus_dir).utterances("train")
+        sentences = [(t, p, d) for t, p, d in corpus_units(tqdm(utts, desc="lexicon", unit="utt", disable=not progress))
+                     if all(s in known for run in p for s in run) and max(max(x, default=0) for x in d) < vocab.durations]
+        lex = Lexicon.build(sentences, min_share=min_share)
+        what = f"{len(lex)} unit texts from {len(sentences)} of {len(utts)} utterances"
+    else:
+        lex = Lexicon.find(target_dir) or Lexicon()
+        what = f"{len(lex.entries)} unit texts kept"
+    if words is not None:
+        from .corpus import PiperTeacher
+
+        teacher = PiperTeacher(alignments=False)
+        listed = Path(words).read_text(encoding="utf-8", errors="replace").split()
+        lex.words = word_table(listed, teacher.phonemize_word, known, progress=progress)
+        what += f"; {len(lex.words)} words from {Path(words).name}"
     lex.save(path)
-    return lex, path, f"{len(lex)} unit texts from {len(sentences)} of {len(utts)} utterances"
+    return lex, path, what
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Build a pronunciation lexicon from a corpus (phones layout).")
-    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="the training corpus whose alignments give the unit texts (default: keep TARGET's)")
     ap.add_argument("--target", type=Path, required=True, help="the target whose phone inventory the lexicon uses")
     ap.add_argument("--out", type=Path, default=None, help=f"default: TARGET/{FILENAME}")
     ap.add_argument("--min-share", type=float, default=0.1, help="drop variants heard less often than this")
+    ap.add_argument("--words", type=Path, default=None,
+                    help="a word list (one a line, e.g. /usr/share/dict/american-english): each word's teacher "
+                         f"pronunciation goes to {WORDS_FILENAME} for units the corpus never heard")
     args = ap.parse_args(argv)
-    _, path, what = build_for_target(args.corpus, args.target, args.out, min_share=args.min_share)
+    if args.corpus is None and args.words is None:
+        ap.error("give --corpus, --words or both")
+    _, path, what = build_for_target(args.corpus, args.target, args.out, min_share=args.min_share, words=args.words)
     print(f"lexicon: {what} -> {path}")
     return 0
 

@@ -20,10 +20,10 @@ import torch
 
 from ..models import load_causal_lm
 from ..say import DEFAULT_VOICE_DIR
-from .lexicon import FILENAME as LEXICON_FILE
+from .lexicon import FILENAME as LEXICON_FILE, WORDS_FILENAME
 from .presets import count_parameters
 
-DATA_FILES = (LEXICON_FILE,)
+DATA_FILES = (LEXICON_FILE, WORDS_FILENAME)
 
 __all__ = ["DEFAULT_VOICE_DIR", "package_model", "main"]
 

@@ -73,7 +73,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
     target_dir = _chosen(out / "target")
     summary["target"]["handed_on"] = str(target_dir)
     if args.layout == "phones":  # the pronunciation lexicon travels with the target (voice/lexicon.py)
-        summary["lexicon"] = build_for_target(corpus_dir, target_dir, progress=not args.no_progress)[2]
+        summary["lexicon"] = build_for_target(corpus_dir, target_dir, words=args.words,
+                                              progress=not args.no_progress)[2]
 
     t0 = _stage("draft")
     resume = (out / "draft" / MODEL_DIR).exists()
@@ -115,6 +116,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--target-preset", default="target")
     ap.add_argument("--layout", default="phones", choices=["phones", "words", "plain"],
                     help="sequence layout of the target (see voicestream.voice.vocab and voice/phones.py)")
+    ap.add_argument("--words", type=Path, default=None,
+                    help="phones layout: a word list (one a line, e.g. /usr/share/dict/american-english) whose "
+                         "teacher pronunciations join the lexicon, for words the corpus never said")
     ap.add_argument("--input-noise", type=float, default=0.0,
                     help="target: probability of a random codec input token (see voicestream.voice.input_noise)")
     ap.add_argument("--init-from", type=Path, default=None,
