@@ -135,6 +135,16 @@ def test_word_table_composes_the_units_the_corpus_never_heard(tmp_path):
         assert tf.forced(state) == vocab.phone_id(p)
         state = _walk(tf, vocab, [vocab.phone_id(p), vocab.duration_id(1)], state)
     assert tf.forced(state) == vocab.phones_end_id
+    # a unit goes on past a word only into a key or a key's prefix: "hi there" is one, "hi hat." is not
+    there = Lexicon.build([*_sentences(), (["hi there", "hat."], [["^", "h", "a", "ɪ", " ", "ð", "ə", " "],
+                                                                  ["h", "æ", "t", ".", "$"]])])
+    there.words = back.words
+    tf = TextFollowing(vocab, lexicon=there)
+    state = _walk(tf, vocab, [*vocab.prompt_for("hi hat."), vocab.word_id, *ch("hi")])
+    assert tf.forced(state) == vocab.phone_id("^")  # must end: "hi hat." leads nowhere
+    state = _walk(tf, vocab, [*vocab.prompt_for("hi there hat."), vocab.word_id, *ch("hi")])
+    row = tf.allowed(state)  # both: end ("hi") or go on ("hi there")
+    assert row[ch(" ")[0]] and _phones_of(row, vocab) == {"^"}
     # with the corpus lexicon kept as it is, --words adds the table (the teacher is monkeypatched away)
     target = build_model(PRESETS["tiny"][0], vocab, seed=3)
     target.save_pretrained(tmp_path / "t")

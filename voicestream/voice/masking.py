@@ -199,13 +199,20 @@ class TextFollowing:
         return [(v, f) for v, f in self._lexicon_variants(s) or () if v[: len(done)] == done]
 
     def _lexicon_ends_unit(self, s: _TFState) -> bool | None:
-        """At a word boundary: True where the unit must end here (a lexicon word no key
-        extends), False where it must go on (only a prefix of a key), None: the LM decides."""
+        """At a word boundary: True where the unit must end here (a lexicon unit that the
+        next word does not continue into a key or a key's prefix), False where it must go on
+        (it only continues), None: the LM decides (both, or neither: words the lexicon lacks).
+        Looking at the next word, not at any continuation, keeps a unit from running past
+        every key ("remember" + "to ..." when only "remember a" is a key)."""
+        end = s.pos + 1
+        while end < len(s.text) and s.text[end] != self.space:
+            end += 1
         text = self.vocab.text_from_ids(s.text[s.ustart : s.pos])
-        known, extends = text in self.lexicon, self.lexicon.extends(text)
-        if known and not extends:
+        longer = self.vocab.text_from_ids(s.text[s.ustart : end])
+        known, goes_on = text in self.lexicon, longer in self.lexicon or self.lexicon.extends(longer)
+        if known and not goes_on:
             return True
-        if extends and not known:
+        if goes_on and not known:
             return False
         return None
 
