@@ -296,6 +296,9 @@ def test_plan_resolution_and_the_say_cli(tmp_path, capsys):
     out = tmp_path / "hi.wav"
     args = ["say", "hi the cat.", "-o", str(out), "--no-draft", "--weights", "fp32", "--plan", "lexicon-durations"]
     assert cli_main([*args, "--target", str(shipped)]) == 0 and out.stat().st_size > 44
+    assert "not in the pronunciation lexicon" not in capsys.readouterr().out  # "the cat." is one key
+    assert cli_main(["say", "hi the dog, hi.", *args[2:], "--target", str(shipped)]) == 0
+    assert "(the model guesses them from their letters): the, dog" in capsys.readouterr().out
     assert cli_main([*args, "--target", str(bare)]) == 2
     assert "lexicon.json" in capsys.readouterr().err
     # serve takes the same --plan for each trained voice it loads

@@ -90,6 +90,9 @@ def main(args: argparse.Namespace) -> int:
         f"accepted tokens per target forward {stats.accepted_per_target_forward:.2f} "
         f"({'no draft' if draft is None else 'draft ' + str(draft)}; {voice.weights} weights)"
     )
+    unknown = voice.unknown_words(text) if voice.lexicon is not None else []
+    if unknown:  # said from their letters by the LM: the likeliest words to come out wrong
+        print(f"not in the pronunciation lexicon (the model guesses them from their letters): {', '.join(unknown)}")
     return 0
 
 

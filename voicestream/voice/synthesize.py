@@ -30,7 +30,7 @@ from ..spec.lean_runner import set_lean_weights
 from ..batch import make_decoder
 from ..spec.decoder import TokenChunk
 from ..spec.stats import GenerationStats
-from .lexicon import Lexicon, resolve_plan
+from .lexicon import TRAILING, Lexicon, resolve_plan
 from .masking import SlotOnly, TextFollowing
 from .vocab import VoiceVocab
 
@@ -279,6 +279,21 @@ class Voice:
         return int(seconds * self.codec.spec.tokens_per_second * _NON_AUDIO_ROOM) + 64
 
     # ----- synthesis ---------------------------------------------------------------
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` (normalised) whose pronunciation the LM has to guess from
+        their letters: none of the lexicon's units or word table holds them (all of them
+        without a lexicon). A voice-agent operator can add such names to the word table."""
+        v = self.vocab
+        words = v.text_from_ids(v.prompt_for(text)[1:-2]).split()
+        unknown, i = [], 0
+        while i < len(words):  # longest lexicon unit first, as multi-word keys ("of the") join words
+            n = next((n for n in range(min(4, len(words) - i), 0, -1) if self.lexicon is not None
+                      and self.lexicon.variants(" ".join(words[i:i + n]), i == 0, i + n == len(words))), 0)
+            if not n:
+                unknown.append(words[i].rstrip(TRAILING))
+            i += max(n, 1)
+        return unknown
+
     def stream(
         self, text: str, cfg: SpecConfig | None = None, *, stats: SynthesisStats | None = None, cancel=None
     ) -> Iterator[np.ndarray]:
