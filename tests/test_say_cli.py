@@ -45,6 +45,20 @@ def test_say_writes_audio_and_reports(voice_dirs, tmp_path, capsys, no_draft, se
         assert w.getframerate() == 8000 and w.getnframes() > 0 and w.getnframes() % 160 == 0
 
 
+def test_say_speaks_a_paragraph_a_sentence_at_a_time(voice_dirs, tmp_path, capsys):
+    """Cut as the server cuts text: the paragraph's audio is its sentences' audio, in order."""
+    target, _ = voice_dirs
+    frames = {}
+    for name, text in (("a", "Hi there."), ("b", "How are you?"), ("ab", "Hi there. How are you?")):
+        out = tmp_path / f"{name}.wav"
+        assert cli_main(["say", text, "-o", str(out), "--target", str(target), "--no-draft", "--weights", "fp32"]) == 0
+        with wave.open(str(out)) as w:
+            frames[name] = w.readframes(w.getnframes())
+        report = capsys.readouterr().out
+        assert ("in 2 segments" in report) == (name == "ab")
+    assert frames["ab"] == frames["a"] + frames["b"] and frames["a"] and frames["b"]
+
+
 def test_say_without_a_default_voice_is_a_clear_error(tmp_path, monkeypatch):
     import voicestream.say as say
 

@@ -33,7 +33,7 @@ def summarize(name: str, result: dict) -> dict:
 
 
 def evaluate(target_dir: str | Path, drafts: list[str], prompts_file: str | Path | None, *, n: int | None,
-             gamma: int, max_new_tokens: int, rule: str, progress: bool = True) -> dict:
+             gamma: int, max_new_tokens: int, rule: str, plan: str = "auto", progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from .distill import prompts_from_file, voice_of
@@ -41,7 +41,7 @@ def evaluate(target_dir: str | Path, drafts: list[str], prompts_file: str | Path
     from .spec.measure import measure_acceptance
 
     target = load_causal_lm(target_dir, dtype=torch.float32).eval()
-    voice, constraint = voice_of(target)
+    voice, constraint = voice_of(target, target_dir, plan)
     if prompts_file is None:
         if voice is None:
             raise ValueError("--prompts is needed for a target that is not a voicestream voice")
@@ -83,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", choices=["greedy", "sampling"], default="greedy")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    from .voice.lexicon import add_plan_argument
+
+    add_plan_argument(p)  # a voice's prompts are decoded under the plan say uses
 
 
 def main(args: argparse.Namespace) -> int:
@@ -93,6 +96,6 @@ def main(args: argparse.Namespace) -> int:
     if not drafts:
         raise ValueError("--draft is needed with --target")
     report = evaluate(target, drafts, args.prompts, n=args.n, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                      rule=args.rule, progress=not args.json)
+                      rule=args.rule, plan=args.plan, progress=not args.json)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

@@ -25,6 +25,7 @@ from .models import load_causal_lm, padding_mask, resolve_draft
 from .spec import SpeculativeDecoder
 from .spec.measure import measure_acceptance
 from .voice.loop import LoopConfig, add_bf16_arguments, bf16_of, lr_at
+from .voice.lexicon import add_plan_argument
 
 
 def draft_config(target_config, layers: int, hidden: int | None):
@@ -44,21 +45,25 @@ def draft_config(target_config, layers: int, hidden: int | None):
     return cfg
 
 
-def voice_of(target):
+def voice_of(target, target_dir: str | Path | None = None, plan: str = "auto"):
     """``(vocab, constraint)`` when ``target`` is a voicestream voice LM, else ``(None, None)``.
 
     A voice's prompts are text, and its generations must follow the slot grammar (and the
     prompt's text), exactly as :class:`~voicestream.voice.Voice` decodes: the draft learns
-    and is measured on what it will really be asked to draft.
+    and is measured on what it will really be asked to draft -- with the pronunciation
+    lexicon shipped beside ``target_dir`` too, under the same ``plan`` as ``say``.
     """
     raw = getattr(target.config, "voicestream_vocab", None)
     if not raw:
         return None, None
+    from .voice.lexicon import resolve_plan
     from .voice.masking import TextFollowing
     from .voice.vocab import VoiceVocab
 
     vocab = VoiceVocab.from_dict(raw)
-    return vocab, TextFollowing(vocab)
+    lexicon, durations = resolve_plan(plan, target_dir) if target_dir is not None and vocab.layout == "phones" \
+        else (None, False)
+    return vocab, TextFollowing(vocab, lexicon=lexicon, lexicon_durations=durations)
 
 
 def prompts_from_file(path: str | Path, target_dir: str | Path, voice=None) -> list[list[int]]:
@@ -276,7 +281,7 @@ def distill(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     target = load_causal_lm(args.target, dtype=torch.float32)  # bf16 checkpoints too: see voice.distill
     vocab = target.config.vocab_size
-    voice, constraint = voice_of(target)
+    voice, constraint = voice_of(target, args.target, args.plan)
     pad_id = target.config.pad_token_id if target.config.pad_token_id is not None else 0
     data_path, state_path, draft_dir = out / "data.pt", out / "state.pt", out / "draft"
     if data_path.exists():
@@ -396,6 +401,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
+    add_plan_argument(p)  # a voice target's generations follow the plan say decodes with
     add_bf16_arguments(p)
 
 

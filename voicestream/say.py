@@ -66,9 +66,8 @@ def write_wav(path: Path, pcm: np.ndarray, sample_rate: int) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .voice.synthesize import SynthesisStats, Voice
-
     from .text.normalize import normalize_text
+    from .voice.synthesize import Voice
 
     text = args.text if args.text not in (None, "-") else sys.stdin.read()
     normalize_text(text)  # empty or unspeakable text fails here, before a model loads
@@ -79,13 +78,13 @@ def main(args: argparse.Namespace) -> int:
     voice = Voice.load(target, draft, threads=args.threads, greedy_plan=not args.sample_plan,
                        codec_pick=args.codec_pick, weights=args.weights, plan=args.plan)
     cfg = spec_config(args, voice.spec_config)
-    cfg = cfg.with_(max_new_tokens=min(cfg.max_new_tokens, voice.max_new_tokens_for(text)))
-    stats = SynthesisStats()
-    pcm = np.concatenate([np.zeros(0, np.float32), *voice.stream(text, cfg, stats=stats)])
+    stats, parts = speak_segments(voice, text, cfg)
+    pcm = np.concatenate([np.zeros(0, np.float32), *parts])
     write_wav(Path(args.output), pcm, voice.sample_rate)
     ttfa = f"{stats.ttfa_s * 1000:.0f} ms" if stats.ttfa_s is not None else "-"
     print(
-        f"wrote {args.output}: {stats.audio_s:.2f} s of audio at {voice.sample_rate} Hz | "
+        f"wrote {args.output}: {stats.audio_s:.2f} s of audio at {voice.sample_rate} Hz"
+        f"{f' in {n} segments' if (n := stats.generation['segments']) > 1 else ''} | "
         f"time to first audio {ttfa} | RTF {stats.rtf:.3f} | "
         f"accepted tokens per target forward {stats.accepted_per_target_forward:.2f} "
         f"({'no draft' if draft is None else 'draft ' + str(draft)}; {voice.weights} weights)"
@@ -94,6 +93,36 @@ def main(args: argparse.Namespace) -> int:
     if unknown:  # said from their letters by the LM: the likeliest words to come out wrong
         print(f"not in the pronunciation lexicon (the model guesses them from their letters): {', '.join(unknown)}")
     return 0
+
+
+def speak_segments(voice, text: str, cfg) -> tuple["SynthesisStats", list[np.ndarray]]:
+    """Speak ``text`` a segment at a time, cut as the server cuts it (sentences, long
+    clauses: :class:`~voicestream.text.SentenceSegmenter`): the voice learned single
+    sentences, and a paragraph as one prompt ran past what it can hold together.
+    Returns the PCM chunks and stats over the whole text (TTFA: the first segment's)."""
+    import time
+
+    from .text import SentenceSegmenter
+    from .voice.synthesize import SynthesisStats
+
+    seg = SentenceSegmenter()
+    segments = [s for s in seg.push(text) + seg.flush() if s.strip()] or [text]
+    total, parts, forwards = SynthesisStats(text=text), [], 0
+    t0 = time.perf_counter()
+    for piece in segments:
+        st = SynthesisStats()
+        parts += voice.stream(piece, cfg.with_(max_new_tokens=min(cfg.max_new_tokens, voice.max_new_tokens_for(piece))),
+                              stats=st)
+        if total.ttfa_s is None and st.ttfa_s is not None:
+            total.ttfa_s = time.perf_counter() - t0 - st.wall_s + st.ttfa_s
+        for name in ("prompt_tokens", "lm_tokens", "codec_tokens", "frames", "audio_s"):
+            setattr(total, name, getattr(total, name) + getattr(st, name))
+        forwards += int(st.generation.get("target_forwards", 0))
+        total.finish_reason = st.finish_reason
+    total.wall_s = time.perf_counter() - t0
+    total.generation = {"segments": len(segments), "target_forwards": forwards,
+                        "mean_accepted_per_target_forward": total.lm_tokens / forwards if forwards else 0.0}
+    return total, parts
 
 
 def add_weights_argument(p: argparse.ArgumentParser) -> None:

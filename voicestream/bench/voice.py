@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import POLICIES
+from ..voice.lexicon import add_plan_argument
 
 DEFAULT_SENTENCES = (
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -72,10 +73,12 @@ def _speak(voice, text: str, run: Run, policy: str | None) -> None:
 def bench(args: argparse.Namespace) -> dict:
     from ..models import load_causal_lm, resolve_draft
     from ..say import resolve_voice_dirs
+    from ..voice.lexicon import resolve_plan
     from ..voice.synthesize import Voice
 
     torch.set_num_threads(args.threads)
     target_dir, default_draft = resolve_voice_dirs(args.target, None)
+    lexicon, durations = resolve_plan(args.plan, target_dir)  # decode as say does
     drafts = {"none": None}
     for spec in args.drafts:
         if spec == "default" and default_draft is None:
@@ -87,7 +90,7 @@ def bench(args: argparse.Namespace) -> dict:
         target = load_causal_lm(target_dir, dtype=torch.float32).to(args.device)
         for name, spec in drafts.items():
             draft = resolve_draft(target, spec) if spec else None
-            voice = Voice(target, draft, weights=weights)
+            voice = Voice(target, draft, weights=weights, lexicon=lexicon, lexicon_durations=durations)
             voice.synthesize("Hello.", voice.spec_config.with_(max_new_tokens=40))  # warm-up
             if draft is None:
                 runs.append((Run(f"plain-{weights}", weights, None), voice, None))
@@ -136,6 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu | cuda (int8 weights are a CPU format: use --weights fp32)")
     p.add_argument("--json", action="store_true")
+    add_plan_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -160,11 +160,11 @@ def feature_distill_loss(target: torch.nn.Module, vocab: VoiceVocab, *, temperat
 
 
 def measure_acceptance(target: torch.nn.Module, draft: torch.nn.Module, vocab: VoiceVocab, texts: list[str], *,
-                       max_new_tokens: int = 400, rule: str = "greedy", gamma: int = 4) -> dict:
-    """Accepted tokens per target forward over ``texts``, grammar-masked and stopped at the
-    audio end like :class:`Voice`."""
+                       max_new_tokens: int = 400, rule: str = "greedy", gamma: int = 4, lexicon=None) -> dict:
+    """Accepted tokens per target forward over ``texts``, grammar-masked (with ``lexicon``,
+    the pronunciation lexicon the voice ships with) and stopped at the audio end like :class:`Voice`."""
     return measure(target, draft, [vocab.prompt_for(t) for t in texts], max_new_tokens=max_new_tokens, rule=rule,
-                   gamma=gamma, constraint=TextFollowing(vocab), stop_ids=(vocab.audio_end_id,))
+                   gamma=gamma, constraint=TextFollowing(vocab, lexicon=lexicon), stop_ids=(vocab.audio_end_id,))
 
 
 def make_distiller(

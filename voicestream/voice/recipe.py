@@ -39,7 +39,7 @@ def _chosen(run_dir: Path) -> Path:
 def run_recipe(args: argparse.Namespace) -> dict:
     from .corpus import CorpusConfig, build_corpus
     from .distill import make_distiller, measure_acceptance
-    from .lexicon import build_for_target
+    from .lexicon import Lexicon, build_for_target
     from .package import DEFAULT_VOICE_DIR, package_model
     from .shards import MANIFEST, Corpus
     from .train import make_trainer
@@ -94,7 +94,8 @@ def run_recipe(args: argparse.Namespace) -> dict:
     draft = trainer.model.eval() if draft_dir.name == MODEL_DIR else resolve_draft(target, draft_dir).eval()
     summary["draft"]["handed_on"] = str(draft_dir)
     with torch.inference_mode():
-        summary["acceptance"] = measure_acceptance(target, draft, vocab, texts, max_new_tokens=args.eval_max_tokens)
+        summary["acceptance"] = measure_acceptance(target, draft, vocab, texts, max_new_tokens=args.eval_max_tokens,
+                                                   lexicon=Lexicon.find(target_dir))  # decoded as say decodes
 
     if args.install:
         _stage("install")

@@ -282,7 +282,7 @@ class Voice:
     def unknown_words(self, text: str) -> list[str]:
         """The words of ``text`` (normalised) whose pronunciation the LM has to guess from
         their letters: none of the lexicon's units or word table holds them (all of them
-        without a lexicon). A voice-agent operator can add such names to the word table."""
+        without a lexicon): the likeliest to come out wrong, e.g. for agent code to respell."""
         v = self.vocab
         words = v.text_from_ids(v.prompt_for(text)[1:-2]).split()
         unknown, i = [], 0
