@@ -301,6 +301,13 @@ def test_plan_resolution_and_the_say_cli(tmp_path, capsys):
     assert "(the model guesses them from their letters): the, dog" in capsys.readouterr().out
     assert cli_main([*args, "--target", str(bare)]) == 2
     assert "lexicon.json" in capsys.readouterr().err
+    # distill and eval acceptance decode a voice under the same plan (voice_of)
+    from voicestream.distill import voice_of
+    from voicestream.models import load_causal_lm
+
+    model = load_causal_lm(shipped)
+    assert voice_of(model, shipped)[1].lexicon.entries == lex.entries
+    assert voice_of(model, shipped, "model")[1].lexicon is None and voice_of(model)[1].lexicon is None
     # serve takes the same --plan for each trained voice it loads
     from voicestream.cli import build_parser
     from voicestream.server.cli import load_voices
