@@ -62,7 +62,8 @@ def test_shipped_prompts_are_held_out_from_every_distillation_prompt_set():
 
     shipped = DEFAULT_PROMPTS.read_text().splitlines()
     assert len(shipped) == len(set(shipped)) == 100
-    used = set(sentences(3000, seed=10_000)) | set(sentences(1000, seed=20_000))  # distill's default + session 16's
+    # distill's default, sessions 16/19's and session 20's (seed 40000, under the lexicon plan)
+    used = set(sentences(3000, seed=10_000)) | set(sentences(1000, seed=20_000)) | set(sentences(400, seed=40_000))
     assert not used & set(shipped)
 
 
