@@ -23,7 +23,7 @@ from ..say import DEFAULT_VOICE_DIR
 from .lexicon import FILENAME as LEXICON_FILE, WORDS_FILENAME
 from .presets import count_parameters
 
-DATA_FILES = (LEXICON_FILE, WORDS_FILENAME)
+DATA_FILES = (LEXICON_FILE, WORDS_FILENAME, "words.COPYRIGHT")  # the word list's notice travels with it
 
 __all__ = ["DEFAULT_VOICE_DIR", "package_model", "main"]
 
