@@ -85,6 +85,7 @@ class _TFState(NamedTuple):
     ustart: int = 0  # index of the current unit's first prompt character
 
 
+_MAX_CACHED_UNITS = 50_000  # unit texts whose lexicon variants a grammar keeps at once
 _PLAN_STATES = frozenset({GrammarState.UNIT_CHARS, GrammarState.UNIT_PHONES, GrammarState.UNIT_DUR})
 
 
@@ -188,6 +189,8 @@ class TextFollowing:
         # keyed by the unit's characters, not by its place: one grammar serves every sentence
         key = (s.text[s.ustart : s.pos], s.ustart == 0, last)
         if key not in self._variants:
+            if len(self._variants) >= _MAX_CACHED_UNITS:  # a long-running server meets ever more texts
+                self._variants.clear()
             text = self.vocab.text_from_ids(key[0])
             self._variants[key] = tuple((tuple(self.vocab.phone_id(p) for p in v), f)
                                         for v, f in self.lexicon.timed_variants(text, s.ustart == 0, last))
