@@ -168,7 +168,7 @@ class Lexicon:
         lines = ",\n".join(f"{json.dumps(t, ensure_ascii=False)}: {json.dumps(by, ensure_ascii=False)}"
                            for t, by in data.items())  # one unit a line: readable, diffable
         Path(path).write_text(f'{{"format": 1, "entries": {{\n{lines}\n}}}}\n')
-        if self.words:
+        if self.words:  # (without a table, one already beside ``path`` is left as it is)
             rows = "".join(f"{w}\t{p}\n" for w, p in sorted(self.words.items()))
             # mtime 0: the same table gives the same bytes (no spurious diffs of shipped data)
             with gzip.GzipFile(Path(path).with_name(WORDS_FILENAME), "wb", mtime=0) as f:
