@@ -25,6 +25,7 @@ from ..models import load_causal_lm
 from ..spec.measure import measure_acceptance as measure
 from .data import encode_utterances
 from .loop import MODEL_DIR, LoopConfig, Trainer, add_loop_arguments, loop_overrides
+from .lexicon import Lexicon
 from .masking import TextFollowing
 from .presets import count_parameters, preset, start_model
 from .shards import Corpus
@@ -302,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         texts = [u.norm for u in corpus.utterances(split)[: args.eval_prompts]]
         trainer.model.eval()
         with torch.inference_mode():
-            acc = measure_acceptance(target, trainer.model, vocab, texts, max_new_tokens=args.eval_max_tokens)
+            acc = measure_acceptance(target, trainer.model, vocab, texts, max_new_tokens=args.eval_max_tokens,
+                                     lexicon=Lexicon.find(args.target))  # decoded as say decodes
         (Path(args.out) / "acceptance.json").write_text(json.dumps(acc, indent=1))
         print(json.dumps({"acceptance": acc}))
     return 0
