@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .say import DEFAULT_VOICE_DIR
+from .voice.lexicon import add_plan_argument
 
 DEFAULT_PROMPTS = DEFAULT_VOICE_DIR / "acceptance_prompts.txt"
 
@@ -83,8 +84,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", choices=["greedy", "sampling"], default="greedy")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    from .voice.lexicon import add_plan_argument
-
     add_plan_argument(p)  # a voice's prompts are decoded under the plan say uses
 
 

@@ -39,7 +39,7 @@ def _chosen(run_dir: Path) -> Path:
 def run_recipe(args: argparse.Namespace) -> dict:
     from .corpus import CorpusConfig, build_corpus
     from .distill import make_distiller, measure_acceptance
-    from .lexicon import Lexicon, build_for_target
+    from .lexicon import build_for_target
     from .package import DEFAULT_VOICE_DIR, package_model
     from .shards import MANIFEST, Corpus
     from .train import make_trainer
@@ -72,9 +72,10 @@ def run_recipe(args: argparse.Namespace) -> dict:
     del trainer
     target_dir = _chosen(out / "target")
     summary["target"]["handed_on"] = str(target_dir)
+    lexicon = None
     if args.layout == "phones":  # the pronunciation lexicon travels with the target (voice/lexicon.py)
-        summary["lexicon"] = build_for_target(corpus_dir, target_dir, words=args.words,
-                                              progress=not args.no_progress)[2]
+        lexicon, _, summary["lexicon"] = build_for_target(corpus_dir, target_dir, words=args.words,
+                                                          progress=not args.no_progress)
 
     t0 = _stage("draft")
     resume = (out / "draft" / MODEL_DIR).exists()
@@ -95,7 +96,7 @@ def run_recipe(args: argparse.Namespace) -> dict:
     summary["draft"]["handed_on"] = str(draft_dir)
     with torch.inference_mode():
         summary["acceptance"] = measure_acceptance(target, draft, vocab, texts, max_new_tokens=args.eval_max_tokens,
-                                                   lexicon=Lexicon.find(target_dir))  # decoded as say decodes
+                                                   lexicon=lexicon)  # decoded as say decodes
 
     if args.install:
         _stage("install")

@@ -285,10 +285,12 @@ class Voice:
         without a lexicon): the likeliest to come out wrong, e.g. for agent code to respell."""
         v = self.vocab
         words = v.text_from_ids(v.prompt_for(text)[1:-2]).split()
+        if self.lexicon is None:
+            return [w.rstrip(TRAILING) for w in words]
         unknown, i = [], 0
         while i < len(words):  # longest lexicon unit first, as multi-word keys ("of the") join words
-            n = next((n for n in range(min(4, len(words) - i), 0, -1) if self.lexicon is not None
-                      and self.lexicon.variants(" ".join(words[i:i + n]), i == 0, i + n == len(words))), 0)
+            n = next((n for n in range(min(4, len(words) - i), 0, -1)
+                      if self.lexicon.variants(" ".join(words[i:i + n]), i == 0, i + n == len(words))), 0)
             if not n:
                 unknown.append(words[i].rstrip(TRAILING))
             i += max(n, 1)
