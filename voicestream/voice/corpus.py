@@ -36,6 +36,7 @@ from ..codec.resample import resample
 from ..text.normalize import normalize_text
 from .align import PUNCTUATION, align_units, groups_from_alignment, units_to_frames
 from .sentences import sentences
+from .wide_vocab import WideVocab
 from .shards import (
     MANIFEST,
     Corpus,
@@ -62,6 +63,8 @@ class CorpusConfig:
     noise_w_scale: tuple[float, float] = (0.6, 0.9)
     volume: float = 0.8  # Piper peak-normalises; leave headroom for resampling overshoot
     alignments: bool = True  # ask Piper for phoneme durations (needs onnx)
+    wide_words: str | None = None  # word list widening the sentences' vocabulary (voice/wide_vocab.py)
+    wide_share: float = 0.5  # odds that a content-word slot draws from it
 
 
 @dataclass
@@ -184,7 +187,9 @@ class SyntheticTeacher:
 def _sentence_stream(cfg: CorpusConfig) -> Iterator[tuple[int, str, str]]:
     """(index, text, normalised text) for heldout + train, skipping unspeakable ones."""
     i = 0
-    for s in sentences(cfg.heldout + cfg.n + 10 * (cfg.heldout + cfg.n) // 9 + 10, cfg.seed):
+    wide = WideVocab.load(cfg.wide_words) if cfg.wide_words else None
+    for s in sentences(cfg.heldout + cfg.n + 10 * (cfg.heldout + cfg.n) // 9 + 10, cfg.seed,
+                       wide=wide, wide_share=cfg.wide_share):
         try:
             norm = normalize_text(s)
         except ValueError:
@@ -227,7 +232,10 @@ def _plan(cfg: CorpusConfig) -> list[tuple[str, int, int, int]]:
 
 
 def _config_dict(cfg: CorpusConfig) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    if d["wide_words"] is None:  # manifests written before the wide vocabulary existed
+        del d["wide_words"], d["wide_share"]
+    return d
 
 
 def build_corpus(
@@ -332,10 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for Piper")
     ap.add_argument("--no-alignments", action="store_true", help="skip phoneme durations / units")
     ap.add_argument("--synthetic", action="store_true", help="tone-burst teacher (no Piper; for tests)")
+    ap.add_argument("--wide-words", type=Path, default=None,
+                    help="word list (e.g. /usr/share/dict/american-english) widening the content words")
+    ap.add_argument("--wide-share", type=float, default=0.5, help="odds that a content-word slot draws from it")
     args = ap.parse_args(argv)
     heldout = args.heldout if args.heldout is not None else max(1, min(20, args.n // 10))
     cfg = CorpusConfig(
-        n=args.n, seed=args.seed, heldout=heldout, shard_size=args.shard_size, alignments=not args.no_alignments
+        n=args.n, seed=args.seed, heldout=heldout, shard_size=args.shard_size, alignments=not args.no_alignments,
+        wide_words=str(args.wide_words) if args.wide_words else None, wide_share=args.wide_share,
     )
     corpus = build_corpus(args.out, cfg, teacher=SyntheticTeacher() if args.synthetic else None, threads=args.threads)
     m = corpus.manifest

@@ -31,6 +31,7 @@ import torch
 from ..codec.eval_roundtrip import EVAL_SR, SENTENCES, _write_wav, wer_words, word_errors
 from ..codec.resample import resample
 from ..say import add_weights_argument
+from .eval_sets import AGENT
 from .lexicon import add_plan_argument, resolve_plan
 from ..spec.quant import resolve_weights
 from ..config import POLICIES, SamplingConfig
@@ -70,9 +71,11 @@ def default_conditions(*, temperature: float = 0.7, top_k: int = 20, betas: tupl
 
 
 def load_sentences(source: str, corpus: Path | None = None) -> list[str]:
-    """``builtin`` | ``heldout`` (needs ``corpus``) | a text file with one sentence a line."""
+    """``builtin`` | ``agent`` | ``heldout`` (needs ``corpus``) | a file with one sentence a line."""
     if source == "builtin":
         return list(SENTENCES)
+    if source == "agent":
+        return list(AGENT)
     if source == "heldout":
         if corpus is None:
             raise SystemExit("--sentences heldout needs --corpus DIR")
@@ -81,7 +84,7 @@ def load_sentences(source: str, corpus: Path | None = None) -> list[str]:
         return [u.text for u in Corpus(corpus).utterances("heldout")]
     path = Path(source)
     if not path.exists():
-        raise SystemExit(f"--sentences: {source!r} is neither builtin, heldout nor a file")
+        raise SystemExit(f"--sentences: {source!r} is neither builtin, agent, heldout nor a file")
     return [s.strip() for s in path.read_text().splitlines() if s.strip()]
 
 
@@ -248,7 +251,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--draft", default=None,
                     help="draft checkpoint, or self:N for the target's first N layers (default: the built-in voice's)")
     ap.add_argument("--no-draft", action="store_true", help="plain target decoding only")
-    ap.add_argument("--sentences", default="builtin", help="builtin | heldout (with --corpus) | FILE")
+    ap.add_argument("--sentences", default="builtin", help="builtin | agent | heldout (with --corpus) | FILE")
     ap.add_argument("--corpus", type=Path, default=None, help="corpus: heldout sentences and the speaker reference")
     ap.add_argument("--n", type=int, default=10, help="at most this many sentences")
     ap.add_argument("--temperature", type=float, default=0.7, help="for the sampling conditions")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
+from .wide_vocab import WideVocab
+
 __all__ = ["SentenceGenerator", "sentences"]
 
 NAMES = ["Anna", "Ben", "Clara", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack", "Karen", "Leo", "Maria", "Noah", "Olivia", "Paul", "Quinn", "Rosa", "Sam", "Tina", "Victor", "Wendy", "Xavier", "Yara", "Zoe", "Alice", "Bruno", "Chloe", "Daniel", "Elena", "Felix", "Gina", "Hugo", "Ivan", "Julia", "Kevin", "Laura", "Mike", "Nina", "Oscar", "Peter", "Rachel", "Simon", "Tom", "Ursula", "Vera", "Walter", "Amir", "Priya", "Kenji", "Fatima", "Lucas", "Sofia", "Mateo", "Hannah", "Omar", "Lily", "Ethan", "Mia", "Arthur", "Beatrice", "Carlos", "Dora", "Edgar", "Fiona", "George", "Helen"]
@@ -55,8 +57,9 @@ def _a(word: str) -> str:
 class SentenceGenerator:
     """Template sentences from a seeded RNG (``random.Random``: stable across platforms)."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, wide: WideVocab | None = None, wide_share: float = 0.5) -> None:
         self.rng = random.Random(seed)
+        self.wide, self.wide_share = wide, wide_share
         self.templates: list[Callable[[], str]] = [
             self._statement, self._statement, self._statement, self._question, self._question,
             self._exclamation, self._numbers, self._money, self._clock, self._date, self._percent,
@@ -68,11 +71,33 @@ class SentenceGenerator:
     def c(self, xs: list[str]) -> str:
         return self.rng.choice(xs)
 
+    def _slot(self, core: list[str], wide: str) -> str:
+        """A core word, or with ``wide_share`` odds one of the wide vocabulary's (same RNG
+        draws as before when there is none, so old corpora rebuild bit for bit)."""
+        if self.wide is not None and self.rng.random() < self.wide_share:
+            return self.c(getattr(self.wide, wide))  # type: ignore[arg-type]
+        return self.c(core)
+
+    def noun(self) -> str:
+        return self._slot(NOUNS, "nouns")
+
+    def adj(self) -> str:
+        return self._slot(ADJECTIVES, "adjectives")
+
+    def adv(self) -> str:
+        return self._slot(ADVERBS, "adverbs")
+
+    def vbase(self) -> str:
+        return self._slot(VERBS_BASE, "verbs_base")
+
+    def vpast(self) -> str:
+        return self._slot(VERBS_PAST, "verbs_past")
+
     def np(self, det: bool = True) -> str:
         r = self.rng.random()
-        noun = self.c(NOUNS)
+        noun = self.noun()
         if r < 0.4:
-            noun = f"{self.c(ADJECTIVES)} {noun}"
+            noun = f"{self.adj()} {noun}"
         if not det:
             return noun
         d = self.rng.random()
@@ -97,41 +122,41 @@ class SentenceGenerator:
 
     # ----- templates -----------------------------------------------------------
     def _statement(self) -> str:
-        s = f"{self.subj()} {self.c(VERBS_PAST)} {self.np()}"
+        s = f"{self.subj()} {self.vpast()} {self.np()}"
         r = self.rng.random()
         if r < 0.35:
             s += f" {self.time()}"
         elif r < 0.6:
             s += f" in {self.c(PLACES)}"
         elif r < 0.75:
-            s += f" {self.c(ADVERBS)}"
+            s += f" {self.adv()}"
         return s + "."
 
     def _question(self) -> str:
         r = self.rng.random()
         if r < 0.25:
-            return f"Did {self.c(NAMES)} {self.c(VERBS_BASE)} {self.np()} {self.time()}?"
+            return f"Did {self.c(NAMES)} {self.vbase()} {self.np()} {self.time()}?"
         if r < 0.5:
             return f"Where is {self.np()}?"
         if r < 0.7:
-            return f"Why would anyone {self.c(VERBS_BASE)} {self.np()} in {self.c(PLACES)}?"
+            return f"Why would anyone {self.vbase()} {self.np()} in {self.c(PLACES)}?"
         if r < 0.85:
-            return f"Can you {self.c(VERBS_BASE)} {self.np()} for me, please?"
-        return f"How many {_plural(self.c(NOUNS))} are in {self.np()}?"
+            return f"Can you {self.vbase()} {self.np()} for me, please?"
+        return f"How many {_plural(self.noun())} are in {self.np()}?"
 
     def _exclamation(self) -> str:
-        return f"{self.c(EXCLAIM).strip()}! {self.np().capitalize()} is so {self.c(ADJECTIVES)}!"
+        return f"{self.c(EXCLAIM).strip()}! {self.np().capitalize()} is so {self.adj()}!"
 
     def _numbers(self) -> str:
         n = self.rng.choice([self.rng.randint(0, 20), self.rng.randint(21, 999), self.rng.randint(1000, 99999)])
-        return f"{self.subj()} {self.c(VERBS_PAST)} {n} {_plural(self.c(NOUNS))} {self.time()}."
+        return f"{self.subj()} {self.vpast()} {n} {_plural(self.noun())} {self.time()}."
 
     def _money(self) -> str:
         dollars = self.rng.randint(1, 500)
         cents = self.rng.choice([0, 0, self.rng.randint(1, 99)])
         price = f"${dollars}" if not cents else f"${dollars}.{cents:02d}"
         return self.c([
-            f"The {self.c(NOUNS)} costs {price}.",
+            f"The {self.noun()} costs {price}.",
             f"{self.c(NAMES)} paid {price} for {self.np()}.",
             f"Is {price} too much for {self.np()}?",
         ])
@@ -150,22 +175,22 @@ class SentenceGenerator:
         return self.c([
             f"{self.c(NAMES)} was born in {year}.",
             f"In {year}, {self.c(NAMES)} moved to {self.c(PLACES)}.",
-            f"The {self.c(NOUNS)} was built in {self.c(MONTHS)} {year}.",
+            f"The {self.noun()} was built in {self.c(MONTHS)} {year}.",
         ])
 
     def _percent(self) -> str:
         p = self.rng.randint(1, 100)
-        return f"About {p}% of the {_plural(self.c(NOUNS))} were {self.c(ADJECTIVES)}."
+        return f"About {p}% of the {_plural(self.noun())} were {self.adj()}."
 
     def _list(self) -> str:
-        items = [_plural(self.c(NOUNS)) for _ in range(self.rng.randint(3, 4))]
-        return f"{self.subj()} {self.c(VERBS_PAST)} {', '.join(items[:-1])} and {items[-1]}."
+        items = [_plural(self.noun()) for _ in range(self.rng.randint(3, 4))]
+        return f"{self.subj()} {self.vpast()} {', '.join(items[:-1])} and {items[-1]}."
 
     def _semicolon(self) -> str:
         return f"{self.c(NAMES)} was {self.c(FEELINGS)}; {self.c(NAMES)} was not."
 
     def _colon(self) -> str:
-        return f"There is one rule: never {self.c(VERBS_BASE)} {self.np()} {self.c(ADVERBS)}."
+        return f"There is one rule: never {self.vbase()} {self.np()} {self.adv()}."
 
     def _quote(self) -> str:
         return f"{self.c(NAMES)} said, \"{self.c(['Yes', 'No', 'Maybe', 'Thank you', 'Hello', 'Goodbye'])}, {self.c(NAMES)}.\""
@@ -180,8 +205,8 @@ class SentenceGenerator:
 
     def _long(self) -> str:
         return (
-            f"When {self.c(NAMES)} {self.c(VERBS_PAST)} {self.np()}, {self.subj().lower() if self.rng.random() < 0.3 else self.c(NAMES)} "
-            f"{self.c(VERBS_PAST)} {self.np()} and {self.c(VERBS_PAST)} {self.np()} {self.time()}."
+            f"When {self.c(NAMES)} {self.vpast()} {self.np()}, {self.subj().lower() if self.rng.random() < 0.3 else self.c(NAMES)} "
+            f"{self.vpast()} {self.np()} and {self.vpast()} {self.np()} {self.time()}."
         ).replace(" i ", " I ")
 
     def _short(self) -> str:
@@ -193,18 +218,20 @@ class SentenceGenerator:
         ])
 
     def _comparison(self) -> str:
-        return f"{self.np().capitalize()} is more {self.c(ADJECTIVES)} than {self.np()}."
+        return f"{self.np().capitalize()} is more {self.adj()} than {self.np()}."
 
     def _request(self) -> str:
-        return f"Please {self.c(VERBS_BASE)} {self.np()} before {self.c(WEEKDAYS)}."
+        return f"Please {self.vbase()} {self.np()} before {self.c(WEEKDAYS)}."
 
     def __call__(self) -> str:
         return self.c(self.templates)()  # type: ignore[arg-type]
 
 
-def sentences(n: int, seed: int = 0, *, exclude: set[str] | None = None) -> Iterator[str]:
-    """``n`` distinct sentences for ``seed`` (deterministic order); skips ``exclude``."""
-    gen = SentenceGenerator(seed)
+def sentences(n: int, seed: int = 0, *, exclude: set[str] | None = None,
+              wide: WideVocab | None = None, wide_share: float = 0.5) -> Iterator[str]:
+    """``n`` distinct sentences for ``seed`` (deterministic order); skips ``exclude``.
+    With ``wide``, each content-word slot draws from it with ``wide_share`` odds."""
+    gen = SentenceGenerator(seed, wide, wide_share)
     seen = set(exclude or ())
     produced = 0
     tries = 0
