@@ -280,3 +280,30 @@ def test_greedy_plan_samples_the_sound_but_not_the_phone_list():
     assert len({tuple(o) for o in planned}) > 1  # the sound is still sampled
     assert len({tuple(_first_phone_list(v, run(loose, s))) for s in range(4)}) > 1
     dec.close()
+
+
+def test_continuing_a_phones_voice_keeps_its_phone_ids(tmp_path, capsys):
+    """A corpus with phones the checkpoint lacks must not shift its duration ids: the
+    sentences using them are left out and the checkpoint's phone list is kept."""
+    pytest.importorskip("pycodec2")
+    from voicestream.voice.corpus import CorpusConfig, SyntheticTeacher, build_corpus
+    from voicestream.voice.shards import Corpus
+    from voicestream.voice.train import make_trainer
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    build_corpus(small, CorpusConfig(n=2, heldout=1, shard_size=8, seed=2), teacher=SyntheticTeacher(), progress=False)
+    build_corpus(big, CorpusConfig(n=8, heldout=1, shard_size=8, seed=6), teacher=SyntheticTeacher(), progress=False)
+    quiet = {"progress": False, "threads": 1, "ckpt_minutes": 60.0, "eval_batches": 1}
+    first, _ = make_trainer(small, tmp_path / "first", preset_name="tiny", layout="phones",
+                            loop_overrides={**quiet, "max_steps": 1})
+    first.run()
+    known = VoiceVocab.from_dict(first.model.config.voicestream_vocab).phones
+    utts = Corpus(big).utterances("train")
+    fits = [u for u in utts if {p for p, _ in u.meta["phonemes"]} <= set(known)]
+    assert 0 < len(fits) < len(utts)  # the toy teacher's letters: some sentences use new ones
+    nxt, summary = make_trainer(big, tmp_path / "next", preset_name="tiny", layout="phones",
+                                init_from=tmp_path / "first" / "model", loop_overrides={**quiet, "max_steps": 1})
+    assert VoiceVocab.from_dict(nxt.model.config.voicestream_vocab).phones == known
+    ex = summary["train_examples"]
+    assert ex["kept"] + ex["skipped_too_long"] + ex["skipped_no_units"] == len(fits) and ex["kept"] > 0
+    assert f"{len(utts) - len(fits)} of {len(utts)} sentences use phones" in capsys.readouterr().out

@@ -68,6 +68,18 @@ def grammar_loss(vocab: VoiceVocab, *, input_noise: float = 0.0):
     return loss_fn
 
 
+def _init_phones(init_from: str | Path) -> tuple[str, ...] | None:
+    """The phone list of the voice LM at ``init_from`` (None if it has none)."""
+    raw = json.loads((Path(init_from) / "config.json").read_text()).get("voicestream_vocab") or {}
+    return tuple(raw["phones"]) if raw.get("layout") == "phones" and raw.get("phones") else None
+
+
+def _with_phones(utts: list, phones) -> list:
+    """The utterances whose teacher phones are all in ``phones``."""
+    allowed = set(phones)
+    return [u for u in utts if {p for p, _ in u.meta.get("phonemes") or ()} <= allowed]
+
+
 def make_trainer(
     corpus_dir: str | Path,
     out: str | Path,
@@ -104,6 +116,16 @@ def make_trainer(
         input_noise = float(extra.get("input_noise", 0.0))
     else:
         phones = phone_inventory(u.meta.get("phonemes") or () for u in train_utts) if layout == "phones" else ()
+        kept = _init_phones(init_from) if layout == "phones" and init_from is not None else None
+        if kept and set(phones) - set(kept):
+            # Continuing a voice keeps its phone ids (its lexicon, word table and draft use
+            # them): the few sentences with a phone it never had are left out instead.
+            before = len(train_utts)
+            train_utts = _with_phones(train_utts, kept)
+            print(f"train: {before - len(train_utts)} of {before} sentences use phones {init_from} lacks "
+                  f"({' '.join(sorted(set(phones) - set(kept)))}); left out")
+        if kept:
+            phones = kept
         vocab = VoiceVocab(layout=layout, phones=phones)
         model = start_model(mp, vocab, seed=seed, init_from=init_from)
         text_weight = tp.text_weight if text_weight is None else text_weight
@@ -119,8 +141,10 @@ def make_trainer(
             setattr(cfg, k, v)
     max_len = model.config.max_position_embeddings
     train, stats = encode_utterances(vocab, train_utts, text_weight=text_weight, max_len=max_len)
-    held, _ = encode_utterances(vocab, corpus.utterances("heldout"), text_weight=text_weight, max_len=max_len) \
-        if "heldout" in corpus.splits else ([], {})
+    held_utts = corpus.utterances("heldout") if "heldout" in corpus.splits else []
+    if vocab.layout == "phones":  # a continued voice's phone list may lack some of this corpus's
+        held_utts = _with_phones(held_utts, vocab.phones)
+    held, _ = encode_utterances(vocab, held_utts, text_weight=text_weight, max_len=max_len) if held_utts else ([], {})
     loss_fn = grammar_loss(vocab, input_noise=input_noise)
     trainer = Trainer(model, train, loss_fn, out, cfg, pad_id=vocab.pad_id, heldout=held,
                       log_fields=("loss", "audio_nll", "text_nll"))
