@@ -306,4 +306,4 @@ def test_continuing_a_phones_voice_keeps_its_phone_ids(tmp_path, capsys):
     assert VoiceVocab.from_dict(nxt.model.config.voicestream_vocab).phones == known
     ex = summary["train_examples"]
     assert ex["kept"] + ex["skipped_too_long"] + ex["skipped_no_units"] == len(fits) and ex["kept"] > 0
-    assert f"{len(utts) - len(fits)} of {len(utts)} sentences use phones" in capsys.readouterr().out
+    assert f"{len(utts) - len(fits)} of {len(utts)} sentences use phones the model lacks" in capsys.readouterr().out

@@ -117,16 +117,7 @@ def make_trainer(
     else:
         phones = phone_inventory(u.meta.get("phonemes") or () for u in train_utts) if layout == "phones" else ()
         kept = _init_phones(init_from) if layout == "phones" and init_from is not None else None
-        if kept and set(phones) - set(kept):
-            # Continuing a voice keeps its phone ids (its lexicon, word table and draft use
-            # them): the few sentences with a phone it never had are left out instead.
-            before = len(train_utts)
-            train_utts = _with_phones(train_utts, kept)
-            print(f"train: {before - len(train_utts)} of {before} sentences use phones {init_from} lacks "
-                  f"({' '.join(sorted(set(phones) - set(kept)))}); left out")
-        if kept:
-            phones = kept
-        vocab = VoiceVocab(layout=layout, phones=phones)
+        vocab = VoiceVocab(layout=layout, phones=kept or phones)
         model = start_model(mp, vocab, seed=seed, init_from=init_from)
         text_weight = tp.text_weight if text_weight is None else text_weight
         cfg = LoopConfig(
@@ -136,6 +127,13 @@ def make_trainer(
                    "corpus": str(corpus_dir),
                    "init_from": str(init_from) if init_from is not None else None},
         )
+    if vocab.layout == "phones":
+        # A continued voice keeps its phone ids (its lexicon, word table and draft use them):
+        # the few sentences with a phone it never had are left out instead.
+        before = len(train_utts)
+        train_utts = _with_phones(train_utts, vocab.phones)
+        if len(train_utts) < before:
+            print(f"train: {before - len(train_utts)} of {before} sentences use phones the model lacks; left out")
     for k, v in (loop_overrides or {}).items():
         if v is not None:
             setattr(cfg, k, v)
