@@ -63,3 +63,12 @@ def test_corpus_config_keeps_old_manifests_and_records_the_list(tmp_path):
     assert new.manifest["config"]["wide_words"] == str(words)
     texts = " ".join(u.text for sp in ("train", "heldout") for u in new.utterances(sp)).lower()
     assert texts != " ".join(u.text for sp in ("train", "heldout") for u in old.utterances(sp)).lower()
+
+
+def test_recipe_wide_share_needs_its_word_list(tmp_path, capsys):
+    from voicestream.voice import recipe
+
+    with pytest.raises(SystemExit) as e:
+        recipe.main(["--out", str(tmp_path / "run"), "--wide-share", "0.5"])
+    assert e.value.code == 2 and "pass --words too" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
