@@ -127,11 +127,12 @@ def make_trainer(
                    "corpus": str(corpus_dir),
                    "init_from": str(init_from) if init_from is not None else None},
         )
+    held_utts = corpus.utterances("heldout") if "heldout" in corpus.splits else []
     if vocab.layout == "phones":
         # A continued voice keeps its phone ids (its lexicon, word table and draft use them):
-        # the few sentences with a phone it never had are left out instead.
+        # the few sentences with a phone it never had are left out instead, held-out ones too.
         before = len(train_utts)
-        train_utts = _with_phones(train_utts, vocab.phones)
+        train_utts, held_utts = _with_phones(train_utts, vocab.phones), _with_phones(held_utts, vocab.phones)
         if len(train_utts) < before:
             print(f"train: {before - len(train_utts)} of {before} sentences use phones the model lacks; left out")
     for k, v in (loop_overrides or {}).items():
@@ -139,9 +140,6 @@ def make_trainer(
             setattr(cfg, k, v)
     max_len = model.config.max_position_embeddings
     train, stats = encode_utterances(vocab, train_utts, text_weight=text_weight, max_len=max_len)
-    held_utts = corpus.utterances("heldout") if "heldout" in corpus.splits else []
-    if vocab.layout == "phones":  # a continued voice's phone list may lack some of this corpus's
-        held_utts = _with_phones(held_utts, vocab.phones)
     held, _ = encode_utterances(vocab, held_utts, text_weight=text_weight, max_len=max_len) if held_utts else ([], {})
     loss_fn = grammar_loss(vocab, input_noise=input_noise)
     trainer = Trainer(model, train, loss_fn, out, cfg, pad_id=vocab.pad_id, heldout=held,

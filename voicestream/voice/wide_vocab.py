@@ -66,6 +66,7 @@ class WideVocab:
                 if cand in w:
                     adverb_of[a] = cand
                     break
+
         def inflected(n: str) -> bool:  # a plural, past or participle of a listed word
             return ((n.endswith("s") and n[:-1] in w) or (n.endswith("es") and n[:-2] in w)
                     or n.endswith(("ly", "ing", "ed")))
