@@ -96,8 +96,27 @@ def test_build_corpus_synthetic_splits_units_and_resume(tmp_path):
     build_corpus(tmp_path, cfg, teacher=SyntheticTeacher(), progress=False)
     assert [u.tokens.tolist() for u in Corpus(tmp_path).utterances("train")] == [u.tokens.tolist() for u in train]
     assert len(first) > 0
-    with pytest.raises(ValueError):
-        build_corpus(tmp_path, CorpusConfig(n=7, heldout=2, shard_size=4, seed=3), teacher=SyntheticTeacher())
+    with pytest.raises(ValueError):  # another seed is another corpus
+        build_corpus(tmp_path, CorpusConfig(n=6, heldout=2, shard_size=4, seed=4), teacher=SyntheticTeacher())
+
+
+def test_a_larger_n_grows_the_corpus_and_keeps_what_was_built(tmp_path):
+    small = build_corpus(tmp_path / "c", CorpusConfig(n=6, heldout=2, shard_size=4, seed=3),
+                         teacher=SyntheticTeacher(), progress=False)
+    train, held = small.utterances("train"), small.utterances("heldout")
+    untouched = (tmp_path / "c" / "train-00000.npz").stat().st_mtime_ns
+    grown = build_corpus(tmp_path / "c", CorpusConfig(n=11, heldout=2, shard_size=4, seed=3),
+                         teacher=SyntheticTeacher(), progress=False)
+    g_train = grown.utterances("train")
+    assert len(g_train) == 11 and grown.manifest["config"]["n"] == 11
+    assert [u.norm for u in g_train[:6]] == [u.norm for u in train]  # the old partial shard, rebuilt
+    assert [u.tokens.tolist() for u in grown.utterances("heldout")] == [u.tokens.tolist() for u in held]
+    assert (tmp_path / "c" / "train-00000.npz").stat().st_mtime_ns == untouched
+    fresh = build_corpus(tmp_path / "f", CorpusConfig(n=11, heldout=2, shard_size=4, seed=3),
+                         teacher=SyntheticTeacher(), progress=False)
+    assert [u.norm for u in fresh.utterances("train")] == [u.norm for u in g_train]
+    with pytest.raises(ValueError, match="only upwards"):
+        build_corpus(tmp_path / "c", CorpusConfig(n=5, heldout=2, shard_size=4, seed=3), teacher=SyntheticTeacher())
 
 
 @pytest.mark.skipif(

@@ -12,7 +12,8 @@ metadata either way they exist.
 
 Reproducible: the sentence stream depends only on ``--seed``; per-sentence synthesis
 settings on ``(seed, index)``.  Resumable: shards are written atomically and skipped
-when present.  The first ``--heldout`` sentences form the ``heldout`` split.
+when present; a rerun with a larger ``--n`` grows the corpus (same held-out split).  The
+first ``--heldout`` sentences form the ``heldout`` split.
 
 Piper is GPL-3.0: it is imported only inside :class:`PiperTeacher` (training-time only,
 never from runtime modules).
@@ -257,10 +258,10 @@ def build_corpus(
 
         codec = default_codec()
     old = Corpus(out).manifest if (out / MANIFEST).exists() else None
-    if old is not None and old.get("config") != _config_dict(cfg):
-        raise ValueError(f"{out} was built with a different config {old.get('config')}; use a new --out")
+    if old is not None:
+        _check_resumable(out, old.get("config") or {}, _config_dict(cfg))
     plan = _plan(cfg)
-    todo = {(split, k) for split, k, _, _ in plan if not _shard_ok(out / shard_name(split, k))}
+    todo = {(split, k) for split, k, _, cnt in plan if not _shard_ok(out / shard_name(split, k), cnt)}
     if teacher is None and todo:
         teacher = PiperTeacher(threads=threads, alignments=cfg.alignments)
     by_index = {}
@@ -320,12 +321,23 @@ def build_corpus(
     return Corpus(out)
 
 
-def _shard_ok(path: Path) -> bool:
+def _check_resumable(out: Path, old: dict, new: dict) -> None:
+    """A resume must use the same config, except that ``n`` may grow: the sentence stream
+    is prefix-stable (sentence ``i`` depends only on the seed), so a larger ``n`` appends
+    train shards and leaves the held-out split and every finished shard as they are."""
+    if {**old, "n": None} == {**new, "n": None} and new["n"] >= old.get("n", 0):
+        return
+    raise ValueError(f"{out} was built with a different config {old}; use a new --out "
+                     "(only --n may change, and only upwards)")
+
+
+def _shard_ok(path: Path, count: int) -> bool:
+    """Present, readable and holding ``count`` sentences (a grown corpus rebuilds its
+    formerly last, partial shard)."""
     if not path.exists():
         return False
     try:
-        read_shard(path)
-        return True
+        return len(read_shard(path)) == count
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged shard is rebuilt
         return False
 
