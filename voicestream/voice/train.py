@@ -131,10 +131,13 @@ def make_trainer(
     if vocab.layout == "phones":
         # A continued voice keeps its phone ids (its lexicon, word table and draft use them):
         # the few sentences with a phone it never had are left out instead, held-out ones too.
-        before = len(train_utts)
-        train_utts, held_utts = _with_phones(train_utts, vocab.phones), _with_phones(held_utts, vocab.phones)
-        if len(train_utts) < before:
-            print(f"train: {before - len(train_utts)} of {before} sentences use phones the model lacks; left out")
+        fit = _with_phones(train_utts, vocab.phones)
+        if len(fit) < len(train_utts):
+            used = phone_inventory((u.meta.get("phonemes") or () for u in train_utts), base=())
+            lacking = set(used) - set(vocab.phones)
+            print(f"train: {len(train_utts) - len(fit)} of {len(train_utts)} sentences use phones the model lacks "
+                  f"({' '.join(sorted(lacking))}); left out")
+        train_utts, held_utts = fit, _with_phones(held_utts, vocab.phones)
     for k, v in (loop_overrides or {}).items():
         if v is not None:
             setattr(cfg, k, v)
