@@ -1,6 +1,7 @@
 """The corpus generator's wide vocabulary: parts of speech recovered from a plain word list."""
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,30 @@ def test_recipe_wide_share_needs_its_word_list(tmp_path, capsys):
         recipe.main(["--out", str(tmp_path / "run"), "--wide-share", "0.5"])
     assert e.value.code == 2 and "pass --words too" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_corpus_grows_from_the_same_words_anywhere_but_not_from_other_words(tmp_path):
+    here, there = tmp_path / "words", tmp_path / "elsewhere.tsv.gz"
+    here.write_text("\n".join(WORDS) + "\n")
+    with gzip.open(there, "wt") as f:  # the same words in another file and format
+        f.writelines(f"{w}\tphones\n" for w in WORDS)
+    cfg = lambda n, words: CorpusConfig(n=n, heldout=1, seed=3, shard_size=2,  # noqa: E731
+                                        wide_words=str(words), wide_share=1.0)
+    first = build_corpus(tmp_path / "c", cfg(2, here), teacher=SyntheticTeacher(), progress=False)
+    assert first.manifest["wide_vocab_sha256"] == WideVocab.load(here).digest()
+    grown = build_corpus(tmp_path / "c", cfg(4, there), teacher=SyntheticTeacher(), progress=False)
+    assert len(grown.utterances("train")) == 4
+    assert [s["n"] for s in grown.manifest["shards"]] == [1, 2, 2]
+    assert sum(s["tokens"] for s in grown.manifest["shards"]) == sum(
+        u.tokens.size for sp in ("train", "heldout") for u in grown.utterances(sp))
+    here.write_text("\n".join(w for w in WORDS if w not in ("walk", "walked")) + "\n")  # the list changed
+    with pytest.raises(ValueError, match="gives other words"):
+        build_corpus(tmp_path / "c", cfg(6, here), teacher=SyntheticTeacher(), progress=False)
+    # a manifest from before the digest was recorded still resumes, by path
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    del m["wide_vocab_sha256"]
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="different config"):
+        build_corpus(tmp_path / "c", cfg(6, here), teacher=SyntheticTeacher(), progress=False)
+    assert len(build_corpus(tmp_path / "c", cfg(6, there), teacher=SyntheticTeacher(),
+                            progress=False).utterances("train")) == 6

@@ -185,10 +185,9 @@ class SyntheticTeacher:
         return word
 
 
-def _sentence_stream(cfg: CorpusConfig) -> Iterator[tuple[int, str, str]]:
+def _sentence_stream(cfg: CorpusConfig, wide: WideVocab | None) -> Iterator[tuple[int, str, str]]:
     """(index, text, normalised text) for heldout + train, skipping unspeakable ones."""
     i = 0
-    wide = WideVocab.load(cfg.wide_words) if cfg.wide_words else None
     for s in sentences(cfg.heldout + cfg.n + 10 * (cfg.heldout + cfg.n) // 9 + 10, cfg.seed,
                        wide=wide, wide_share=cfg.wide_share):
         try:
@@ -257,11 +256,14 @@ def build_corpus(
         from ..codec import default_codec
 
         codec = default_codec()
+    wide = WideVocab.load(cfg.wide_words) if cfg.wide_words else None
+    wide_digest = wide.digest() if wide is not None else None
     old = Corpus(out).manifest if (out / MANIFEST).exists() else None
     if old is not None:
-        _check_resumable(out, old.get("config") or {}, _config_dict(cfg))
+        _check_resumable(out, old, _config_dict(cfg), wide_digest)
     plan = _plan(cfg)
-    todo = {(split, k) for split, k, _, cnt in plan if not _shard_ok(out / shard_name(split, k), cnt)}
+    summaries = {(split, k): _shard_summary(out, split, k, cnt) for split, k, _, cnt in plan}
+    todo = {key for key, summary in summaries.items() if summary is None}
     if teacher is None and todo:
         teacher = PiperTeacher(threads=threads, alignments=cfg.alignments)
     by_index = {}
@@ -272,7 +274,7 @@ def build_corpus(
     sizes = {(split, k): cnt for split, k, _, cnt in plan}
     t0, done_sentences, audio_s = time.perf_counter(), 0, 0.0
     bar = tqdm(total=cfg.heldout + cfg.n, desc="corpus", unit="sent", disable=not progress)
-    for i, text, norm in _sentence_stream(cfg):
+    for i, text, norm in _sentence_stream(cfg, wide):
         key = by_index[i]
         if key not in todo:
             bar.update(1)
@@ -284,24 +286,18 @@ def build_corpus(
         pending.setdefault(key, []).append(utt)
         bar.update(1)
         if len(pending[key]) == sizes[key]:
-            write_shard(out / shard_name(*key), pending.pop(key))
+            utts = pending.pop(key)
+            write_shard(out / shard_name(*key), utts)
+            summaries[key] = _summary(shard_name(*key), key[0], utts)
     bar.close()
     elapsed = time.perf_counter() - t0
-    shards = []
-    for split, k, _, cnt in plan:
-        utts = read_shard(out / shard_name(split, k))
-        shards.append(
-            {
-                "name": shard_name(split, k),
-                "split": split,
-                "n": len(utts),
-                "tokens": int(sum(u.tokens.size for u in utts)),
-                "with_units": int(sum(u.has_units for u in utts)),
-            }
-        )
+    short = [shard_name(*key) for key, summary in summaries.items() if summary is None]
+    if short:  # the generator yields far more than asked; this would be a bug in it
+        raise RuntimeError(f"the sentence stream ran out before filling {', '.join(short)}")
     manifest = {
         "format": 1,
         "config": _config_dict(cfg),
+        **({"wide_vocab_sha256": wide_digest} if wide_digest else {}),
         "codec": {
             "name": codec.spec.name,
             "sample_rate": codec.spec.sample_rate,
@@ -309,7 +305,7 @@ def build_corpus(
             "vocab_size": codec.spec.vocab_size,
         },
         "teacher": getattr(teacher, "name", old.get("teacher") if old else None),
-        "shards": shards,
+        "shards": [summaries[(split, k)] for split, k, _, _ in plan],
         "last_build": {
             "sentences": done_sentences,
             "seconds": round(elapsed, 2),
@@ -321,25 +317,44 @@ def build_corpus(
     return Corpus(out)
 
 
-def _check_resumable(out: Path, old: dict, new: dict) -> None:
+def _check_resumable(out: Path, manifest: dict, new: dict, wide_digest: str | None) -> None:
     """A resume must use the same config, except that ``n`` may grow: the sentence stream
     is prefix-stable (sentence ``i`` depends only on the seed), so a larger ``n`` appends
-    train shards and leaves the held-out split and every finished shard as they are."""
-    if {**old, "n": None} == {**new, "n": None} and new["n"] >= old.get("n", 0):
+    train shards and leaves the held-out split and every finished shard as they are.
+
+    The wide word list is compared by what it yields (its tables' digest), not by path: the
+    same list elsewhere may resume, an edited one at the same path may not.  Manifests from
+    before the digest was recorded fall back to the path."""
+    old = manifest.get("config") or {}
+    old_digest = manifest.get("wide_vocab_sha256")
+    if old_digest is not None and old_digest != wide_digest:
+        raise ValueError(f"{out} was built from a word list that gives other words than {new.get('wide_words')}; "
+                         "use a new --out (only --n may change, and only upwards)")
+    by_path = old_digest is None
+    same = {k: v for k, v in old.items() if k != "n" and (by_path or k != "wide_words")}
+    if same == {k: v for k, v in new.items() if k != "n" and (by_path or k != "wide_words")} \
+            and new["n"] >= old.get("n", 0):
         return
     raise ValueError(f"{out} was built with a different config {old}; use a new --out "
                      "(only --n may change, and only upwards)")
 
 
-def _shard_ok(path: Path, count: int) -> bool:
-    """Present, readable and holding ``count`` sentences (a grown corpus rebuilds its
-    formerly last, partial shard)."""
+def _summary(name: str, split: str, utts: list[Utterance]) -> dict:
+    return {"name": name, "split": split, "n": len(utts), "tokens": int(sum(u.tokens.size for u in utts)),
+            "with_units": int(sum(u.has_units for u in utts))}
+
+
+def _shard_summary(out: Path, split: str, k: int, count: int) -> dict | None:
+    """The manifest entry of a present, readable shard holding ``count`` sentences, else
+    None (to build: a grown corpus rebuilds its formerly last, partial shard)."""
+    path = out / shard_name(split, k)
     if not path.exists():
-        return False
+        return None
     try:
-        return len(read_shard(path)) == count
+        utts = read_shard(path)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged shard is rebuilt
-        return False
+        return None
+    return _summary(path.name, split, utts) if len(utts) == count else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ what the voice needs from them is phonetic variety, not sense.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,13 @@ class WideVocab:
             verbs_base=tuple(base),
             verbs_past=tuple(verbs[v] for v in base),
         )
+
+    def digest(self) -> str:
+        """sha256 of the tables: what a corpus depends on, whatever file or path they came from."""
+        h = hashlib.sha256()
+        for name in ("nouns", "adjectives", "adverbs", "verbs_base", "verbs_past"):
+            h.update(("\n".join(getattr(self, name)) + "\x00").encode())
+        return h.hexdigest()
 
     @classmethod
     def load(cls, path: str | Path) -> WideVocab:
