@@ -27,7 +27,9 @@ def test_drafts_are_compared_on_the_same_prompts(lm_dirs, capsys):
     assert cli_main(["eval", "acceptance", "--target", str(d / "target"), "--draft", str(d / "same"),
                      str(d / "shallow"), "self:2", "--prompts", str(d / "prompts.txt"), "--max-new-tokens", "20",
                      "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert "acceptance" in out.err and "18/18" in out.err  # progress on stderr, over drafts x prompts
     rows = {r["draft"]: r for r in report["drafts"]}
     same, shallow = rows[str(d / "same")], rows[str(d / "shallow")]
     assert all(r["prompts"] == 6 and r["new_tokens"] == 6 * 20 for r in rows.values())

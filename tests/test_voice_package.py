@@ -78,7 +78,9 @@ def test_eval_quality_scores_a_voice_with_real_asr_and_dnsmos(tmp_path, capsys):
     args = ["eval", "quality", "--target", str(tmp_path / "voice"), "--no-draft", "--sentences", str(sentences),
             "--threads", "1", "--out-dir", str(tmp_path / "out")]
     assert cli_main(args + ["--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert "eval" in out.err and "2/2" in out.err  # progress on stderr, beside the JSON
     names = [c["name"] for c in report["conditions"]]
     assert names == ["plain-greedy", "plain-sampling"]
     for c in report["conditions"]:
@@ -88,9 +90,11 @@ def test_eval_quality_scores_a_voice_with_real_asr_and_dnsmos(tmp_path, capsys):
     assert (tmp_path / "out" / "report.json").exists()
     # self-speculation: the target's first layer drafts; greedy output is the target's own
     args = ["eval", "quality", "--target", str(tmp_path / "voice"), "--draft", "self:1", "--sentences", str(sentences),
-            "--threads", "1", "--conditions", "plain-greedy,spec-greedy", "--json"]
+            "--threads", "1", "--conditions", "plain-greedy,spec-greedy", "--json", "--no-progress"]
     assert cli_main(args) == 0
-    report = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert "2/2" not in out.err
     assert report["draft"] == "self:1"
     plain, spec = report["conditions"]
     assert spec["name"] == "spec-greedy" and spec["accepted_per_target_forward"] > 1.0

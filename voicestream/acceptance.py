@@ -49,11 +49,12 @@ def evaluate(target_dir: str | Path, drafts: list[str], prompts_file: str | Path
         prompts_file = DEFAULT_PROMPTS
     prompts = prompts_from_file(prompts_file, target_dir, voice)[:n]
     rows = []
-    for d in tqdm(drafts, desc="drafts", unit="draft", disable=not progress or len(drafts) < 2):
-        draft = resolve_draft(target, d).eval()
-        r = measure_acceptance(target, draft, prompts, max_new_tokens=max_new_tokens, gamma=gamma, rule=rule,
-                               constraint=constraint)  # as distill measures: figures compare
-        rows.append(summarize(str(d), r))
+    with tqdm(total=len(drafts) * len(prompts), desc="acceptance", unit="prompt", disable=not progress) as bar:
+        for d in drafts:
+            draft = resolve_draft(target, d).eval()
+            r = measure_acceptance(target, draft, prompts, max_new_tokens=max_new_tokens, gamma=gamma, rule=rule,
+                                   constraint=constraint, on_prompt=bar.update)  # as distill measures: figures compare
+            rows.append(summarize(str(d), r))
     return {"target": str(target_dir), "prompts_file": str(prompts_file), "max_new_tokens": max_new_tokens,
             "drafts": rows}
 
@@ -84,6 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", choices=["greedy", "sampling"], default="greedy")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr, beside --json)")
     add_plan_argument(p)  # a voice's prompts are decoded under the plan say uses
 
 
@@ -95,6 +97,6 @@ def main(args: argparse.Namespace) -> int:
     if not drafts:
         raise ValueError("--draft is needed with --target")
     report = evaluate(target, drafts, args.prompts, n=args.n, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                      rule=args.rule, plan=args.plan, progress=not args.json)
+                      rule=args.rule, plan=args.plan, progress=not args.no_progress)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

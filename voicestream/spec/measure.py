@@ -6,7 +6,7 @@ machine's speed, so runs on different hardware compare.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -25,6 +25,7 @@ def measure_acceptance(
     rule: str = "greedy",
     constraint=None,
     stop_ids: Sequence[int] = (),
+    on_prompt: Callable[[], object] | None = None,
 ) -> dict:
     """Decode each prompt speculatively; report new tokens per target forward over all of
     them, per prompt, and per draft depth the share of verifications that accepted the token
@@ -41,6 +42,8 @@ def measure_acceptance(
                 pass
             total.add(st)
             per.append(round(st.mean_accepted_per_target_forward, 3))
+            if on_prompt is not None:  # progress: a 100-prompt measurement takes minutes
+                on_prompt()
     finally:
         dec.close()
     return {

@@ -270,6 +270,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     add_weights_argument(ap)
     ap.add_argument("--out-dir", type=Path, default=None, help="write 16 kHz wavs and report.json here")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr, beside --json)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -295,7 +296,7 @@ def main(args: argparse.Namespace) -> int:
     speaker = SpeakerScorer.from_corpus(args.corpus, default_codec()) if args.corpus else None
     with torch.inference_mode():
         results = evaluate(target, draft, sentences, conditions, speaker=speaker, out_dir=args.out_dir,
-                           asr_threads=args.threads, seed=args.seed, progress=not args.json,
+                           asr_threads=args.threads, seed=args.seed, progress=not args.no_progress,
                            greedy_plan=not args.sample_plan, weights=args.weights, draft_length=args.draft_length,
                            lexicon=lexicon, lexicon_durations=lexicon_durations)
     results["target"], results["draft"] = str(target_dir), None if draft_dir is None else str(draft_dir)
