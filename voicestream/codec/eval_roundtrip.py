@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..text.normalize import NormalizerConfig, normalize_text
+from ..text.wer import transcript_errors
 from .codec2 import Codec2Codec
 from .resample import resample
 
@@ -71,25 +71,6 @@ class ConditionScores:
     @property
     def wer(self) -> float:
         return self.errors / max(self.ref_words, 1)
-
-
-def word_errors(ref: list[str], hyp: list[str]) -> int:
-    """Levenshtein distance over words (substitutions + deletions + insertions)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def wer_words(text: str) -> list[str]:
-    """Normalise like the TTS front end, without punctuation, so "$5" == "five dollars"."""
-    try:
-        return normalize_text(text, NormalizerConfig(keep_punctuation=False)).split()
-    except ValueError:
-        return []
 
 
 def _piper_voice():
@@ -160,13 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             "teacher_8k": resample(x8, codec.spec.sample_rate, EVAL_SR),
             "codec2_3200": resample(y8, codec.spec.sample_rate, EVAL_SR),
         }
-        ref = wer_words(text)
         for name, wav16 in variants.items():
             wav16 = np.clip(wav16, -1.0, 1.0)  # resampling can overshoot; DNSMOS rejects |x| > 1
             segs, _ = asr.transcribe(wav16, language="en", beam_size=5)
-            hyp = wer_words(" ".join(s.text for s in segs))
-            scores[name].errors += word_errors(ref, hyp)
-            scores[name].ref_words += len(ref)
+            errors, ref_words = transcript_errors(text, " ".join(s.text for s in segs))
+            scores[name].errors += errors
+            scores[name].ref_words += ref_words
             scores[name].mos.append(float(dnsmos.run(wav16, sr=EVAL_SR)["p808_mos"]))
             if args.out_dir:
                 _write_wav(args.out_dir / f"{idx:03d}_{name}.wav", wav16, EVAL_SR)

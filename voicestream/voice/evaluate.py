@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec.eval_roundtrip import EVAL_SR, SENTENCES, _write_wav, wer_words, word_errors
+from ..codec.eval_roundtrip import EVAL_SR, SENTENCES, _write_wav
+from ..text.wer import transcript_errors
 from ..codec.resample import resample
 from ..say import add_weights_argument
 from .eval_sets import AGENT
@@ -178,10 +179,9 @@ def evaluate(
                 else np.zeros(EVAL_SR // 10, np.float32)
             segs, _ = asr.transcribe(wav, language="en", beam_size=5)
             hyp_text = " ".join(s.text for s in segs).strip()
-            ref, hyp = wer_words(text), wer_words(hyp_text)
-            e = word_errors(ref, hyp)
+            e, n_ref = transcript_errors(text, hyp_text)
             errors += e
-            ref_words += len(ref)
+            ref_words += n_ref
             m = float(dnsmos.run(wav, sr=EVAL_SR)["p808_mos"]) if wav.size >= EVAL_SR else float("nan")
             s = speaker.similarity(res.audio, res.sample_rate) if speaker is not None and res.audio.size else float("nan")
             mos.append(m)
