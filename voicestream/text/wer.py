@@ -14,24 +14,31 @@ different word from "six".
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .normalize import NormalizerConfig, normalize_text
 
-__all__ = ["transcript_errors", "wer_words", "word_errors"]
+__all__ = ["edit_distance", "transcript_errors", "wer_words", "word_errors"]
 
 _DIGIT_GROUP = re.compile(r"^(?P<lead>[\"'(]*)(?P<num>\d+(?:[.,\-]\d+)*)(?P<tail>[.,?!;:\"')]*)$")
 _WORDS_CFG = NormalizerConfig(keep_punctuation=False)
 
 
-def word_errors(ref: list[str], hyp: list[str]) -> int:
-    """Levenshtein distance over words (substitutions + deletions + insertions)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance (substitutions + deletions + insertions) between two sequences:
+    of words here, of phoneme characters in the corpus aligner."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
         prev = cur
     return prev[-1]
+
+
+def word_errors(ref: list[str], hyp: list[str]) -> int:
+    """Word-level edit distance of a transcript's words from the reference's."""
+    return edit_distance(ref, hyp)
 
 
 def wer_words(text: str) -> list[str]:

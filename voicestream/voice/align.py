@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..text.wer import edit_distance
+
 __all__ = ["PhonemeGroup", "Unit", "align_units", "edit_distance", "groups_from_alignment", "units_to_frames"]
 
 # Marks that change little between a word spoken alone and inside a phrase.
@@ -37,17 +39,6 @@ class Unit:
 
     text: str
     frames: int
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two strings."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-        prev = cur
-    return prev[-1]
 
 
 def _clean(ph: str) -> str:
