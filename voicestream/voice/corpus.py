@@ -288,7 +288,7 @@ def build_corpus(
         if len(pending[key]) == sizes[key]:
             utts = pending.pop(key)
             write_shard(out / shard_name(*key), utts)
-            summaries[key] = _summary(shard_name(*key), key[0], utts)
+            summaries[key] = _summary(*key, utts)
     bar.close()
     elapsed = time.perf_counter() - t0
     short = [shard_name(*key) for key, summary in summaries.items() if summary is None]
@@ -330,18 +330,18 @@ def _check_resumable(out: Path, manifest: dict, new: dict, wide_digest: str | No
     if old_digest is not None and old_digest != wide_digest:
         raise ValueError(f"{out} was built from a word list that gives other words than {new.get('wide_words')}; "
                          "use a new --out (only --n may change, and only upwards)")
-    by_path = old_digest is None
-    same = {k: v for k, v in old.items() if k != "n" and (by_path or k != "wide_words")}
-    if same == {k: v for k, v in new.items() if k != "n" and (by_path or k != "wide_words")} \
+    ignored = {"n"} if old_digest is None else {"n", "wide_words"}
+    if {k: v for k, v in old.items() if k not in ignored} == {k: v for k, v in new.items() if k not in ignored} \
             and new["n"] >= old.get("n", 0):
         return
     raise ValueError(f"{out} was built with a different config {old}; use a new --out "
                      "(only --n may change, and only upwards)")
 
 
-def _summary(name: str, split: str, utts: list[Utterance]) -> dict:
-    return {"name": name, "split": split, "n": len(utts), "tokens": int(sum(u.tokens.size for u in utts)),
-            "with_units": int(sum(u.has_units for u in utts))}
+def _summary(split: str, k: int, utts: list[Utterance]) -> dict:
+    """A shard's manifest entry."""
+    return {"name": shard_name(split, k), "split": split, "n": len(utts),
+            "tokens": int(sum(u.tokens.size for u in utts)), "with_units": int(sum(u.has_units for u in utts))}
 
 
 def _shard_summary(out: Path, split: str, k: int, count: int) -> dict | None:
@@ -354,7 +354,7 @@ def _shard_summary(out: Path, split: str, k: int, count: int) -> dict | None:
         utts = read_shard(path)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged shard is rebuilt
         return None
-    return _summary(path.name, split, utts) if len(utts) == count else None
+    return _summary(split, k, utts) if len(utts) == count else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from ..codec.eval_roundtrip import EVAL_SR, SENTENCES, _write_wav
-from ..text.wer import transcript_errors
 from ..codec.resample import resample
 from ..say import add_weights_argument
+from ..text.wer import transcript_errors
 from .eval_sets import AGENT
 from .lexicon import add_plan_argument, resolve_plan
 from ..spec.quant import resolve_weights

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 __all__ = ["WideVocab"]
@@ -86,8 +86,8 @@ class WideVocab:
     def digest(self) -> str:
         """sha256 of the tables: what a corpus depends on, whatever file or path they came from."""
         h = hashlib.sha256()
-        for name in ("nouns", "adjectives", "adverbs", "verbs_base", "verbs_past"):
-            h.update(("\n".join(getattr(self, name)) + "\x00").encode())
+        for f in fields(self):
+            h.update(("\n".join(getattr(self, f.name)) + "\x00").encode())
         return h.hexdigest()
 
     @classmethod
