@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from voicestream.voice.lexicon import FILENAME, WORDS_FILENAME, Lexicon, build_for_target, word_table
+from voicestream.voice.lexicon import FILENAME, WORDS_FILENAME, Lexicon, build_for_target, realign_units, word_table
 from voicestream.voice.masking import TextFollowing
 from voicestream.voice.presets import PRESETS, build_model
 from voicestream.voice.vocab import GrammarState, VoiceVocab
@@ -170,6 +170,44 @@ def test_word_table_composes_the_units_the_corpus_never_heard(tmp_path):
 
     package_model(tmp_path / "t", tmp_path / "shipped")  # the table travels with the weights
     assert Lexicon.find(tmp_path / "shipped").words == {"cat": "kˈæt", "hat": "hˈæt"}
+
+
+def test_unit_edges_move_to_where_the_word_table_says_the_sounds_belong():
+    words = {"i": "ˈaɪ", "booked": "bˈʊkt", "a": "ˈeɪ", "table": "tˈeɪbəl", "deferred": "dᵻfˈɜːd", "the": "ðə",
+             "answer.": "x", "answer": "ˈænsɚ"}
+    # the teacher's timing gave "booked" the article's sound and "answer." the article before it
+    texts = ["i", "booked", "a table", "deferred the", "answer."]
+    phones = [["^", "ˈ", "a", "ɪ", " "], ["b", "ˈ", "ʊ", "k", "t", "ɐ", " "], ["t", "ˈ", "e", "ɪ", "b", "ə", "l", " "],
+              ["d", "ᵻ", "f", "ˈ", "ɜ", "ː", "d", " "], ["ð", "ɪ", "ʲ", " ", "ˈ", "æ", "n", "s", "ɚ", ".", "$"]]
+    durations = [list(range(len(p))) for p in phones]
+    got, frames = realign_units(texts, phones, durations, words)
+    assert ["".join(p) for p in got] == ["^ˈaɪ ", "bˈʊkt ", "ɐtˈeɪbəl ", "dᵻfˈɜːdðɪʲ ", "ˈænsɚ.$"]
+    # each sound keeps its own duration; the gap inside "ðɪʲ ˈænsɚ" is gone with the cut
+    assert frames[1] == [0, 1, 2, 3, 4, 6] and frames[2] == [5, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert frames[3] == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 7] and frames[4] == [4, 5, 6, 7, 8, 9, 10]
+    # a unit with a word the table lacks keeps its edges, and so do units that already fit
+    same, _ = realign_units(["booked", "a tablet"], phones[1:3], durations[1:3], words)
+    assert same == [phones[1], phones[2]]
+    fine, _ = realign_units(texts[:2], phones[:2], durations[:2], words)
+    assert fine == phones[:2]
+    # the harvest: a lexicon built from realigned sentences plans "a table" with its article
+    lex = Lexicon.build([(texts, got, frames)])
+    assert lex.variants("booked", False, False) == [("b", "ˈ", "ʊ", "k", "t", " ")]
+    assert lex.variants("a table", False, False)[0][:2] == ("ɐ", "t")
+
+
+def test_a_unit_runs_on_only_into_a_lexicon_unit_that_fits_the_prompt():
+    vocab = VoiceVocab(layout="phones", phones=PHONES)
+    lex = Lexicon.build([*_sentences(), (["hi the hi."], [["^", "h", "a", "ɪ", " ", "ð", "ə", " ", "h", "a", "ɪ", ".", "$"]])])
+    tf = TextFollowing(vocab, lexicon=lex)
+    ch = lambda s: vocab.text_ids(s, normalize=False)  # noqa: E731
+    # "hi the" is only a prefix of "hi the hi.", which this prompt does not hold: "hi" must end
+    state = _walk(tf, vocab, [*vocab.prompt_for("hi the cat."), vocab.word_id, *ch("hi")])
+    assert tf.forced(state) == vocab.phone_id("^")
+    # here it does: end at "hi" or go on, the LM decides
+    state = _walk(tf, vocab, [*vocab.prompt_for("hi the hi."), vocab.word_id, *ch("hi")])
+    row = tf.allowed(state)
+    assert row[ch(" ")[0]] and _phones_of(row, vocab) == {"^"}
 
 
 def test_the_shipped_lexicon_knows_every_word_of_the_open_vocabulary_sentences():

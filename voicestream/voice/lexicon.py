@@ -182,18 +182,21 @@ class Lexicon:
         entries = {t: {p: [tuple(v[0]) for v in vs] for p, vs in by.items()} for t, by in raw["entries"].items()}
         frames = {t: {p: [tuple(v[1]) for v in vs] for p, vs in by.items() if vs and all(len(v) > 1 for v in vs)}
                   for t, by in raw["entries"].items()}
-        words_path = Path(path).with_name(WORDS_FILENAME)
-        words = {}
-        if words_path.is_file():
-            with gzip.open(words_path, "rt", encoding="utf-8") as f:
-                words = dict(line.rstrip("\n").split("\t", 1) for line in f if "\t" in line)
-        return cls(entries, {t: by for t, by in frames.items() if by}, words)
+        return cls(entries, {t: by for t, by in frames.items() if by}, load_words(Path(path).with_name(WORDS_FILENAME)))
 
     @classmethod
     def find(cls, target_dir: str | Path) -> Lexicon | None:
         """The lexicon shipped beside a target's weights, or None."""
         path = Path(target_dir) / FILENAME
         return cls.load(path) if path.is_file() else None
+
+
+def load_words(path: str | Path) -> dict[str, str]:
+    """A word table (``word<TAB>phones`` a line, gzip) as a dict; empty when there is none."""
+    if not Path(path).is_file():
+        return {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return dict(line.rstrip("\n").split("\t", 1) for line in f if "\t" in line)
 
 
 def resolve_plan(plan: str, target_dir: str | Path) -> tuple[Lexicon | None, bool]:
@@ -233,6 +236,89 @@ def corpus_units(utterances, frame_rate: float = 50.0):
                [phone_durations(run, n) for run, n in zip(phones, u.unit_frames)])
 
 
+_MARKS = frozenset("ˈˌʲ ")  # stress, the linking glide and the gap inside a unit: not compared as sounds
+_EDGE = frozenset(TRAILING + " $")  # what closes a unit: its punctuation, then the gap or the sentence end
+
+
+def _sounds(symbols: Iterable[str]) -> list[str]:
+    return [s for s in symbols if s not in _MARKS]
+
+
+def _split(ph: Sequence[str]) -> tuple[int, int]:
+    """``(start, end)`` of a unit's body: after its ``^``, before its closing punctuation and gap."""
+    a, b = 0, len(ph)
+    while a < b and ph[a] == "^":
+        a += 1
+    while b > a and ph[b - 1] in _EDGE:
+        b -= 1
+    return a, b
+
+
+def _cut(body: list, n: int, from_end: bool) -> tuple[list, list] | None:
+    """``(rest, moved)``: the last (or first) ``n`` sounds of ``body`` with the marks among
+    them, without the gaps at the cut; None when that would leave no sound behind."""
+    idx = [i for i, (s, _) in enumerate(body) if s not in _MARKS]
+    if n >= len(idx):
+        return None
+    if from_end:
+        i = idx[-n]
+        while i > idx[-n - 1] + 1 and body[i - 1][0] != " ":  # a stress mark before the first moved sound
+            i -= 1
+        rest, moved = body[:i], body[i:]
+    else:
+        i = idx[n]
+        while i > idx[n - 1] + 1 and body[i - 1][0] != " ":
+            i -= 1
+        moved, rest = body[:i], body[i:]
+    strip = lambda xs: [x for j, x in enumerate(xs) if not (x[0] == " " and (j == 0 or j == len(xs) - 1))]  # noqa: E731
+    return strip(rest), strip(moved)
+
+
+def realign_units(texts: Sequence[str], phones: Sequence[Sequence[str]], durations: Sequence[Sequence[int]],
+                  words: dict[str, str], *, reach: int = 6) -> tuple[list[list[str]], list[list[int]]]:
+    """Move sounds across unit edges where the teacher's timing put them in a neighbour.
+
+    Why: a unit's phones are the ones *starting* inside its frames, and the frames are cut
+    from a text alignment that drifts by a sound or two at unstressed words -- "booked" got
+    ``bʊktɐ`` and "a table" ``teɪbəl``, "deferred the" lost its ``ðɪʲ`` to "unquestionable",
+    and a lone "a" was harvested as ``eɪt ɐ``.  A lexicon built from those plans
+    "booktable" and "eight a".  At each edge between units whose words are all in the word
+    table (their citation forms, ``words``), up to ``reach`` sounds move to whichever side
+    brings both units closer to those forms; the sounds themselves stay the teacher's
+    (its reduced ``ɐ``, ``ðɪʲ``), with their durations.
+    """
+    from ..text.wer import edit_distance
+
+    def ref(text: str) -> list[str] | None:
+        forms = [words.get(w.rstrip(TRAILING)) for w in text.split(" ")]
+        return None if not all(forms) else _sounds("".join(forms))
+
+    refs = [ref(t) for t in texts]
+    units = [list(zip(p, d)) for p, d in zip(phones, durations)]
+    for i in range(len(units) - 1):
+        ra, rb = refs[i], refs[i + 1]
+        if ra is None or rb is None or not units[i] or not units[i + 1]:
+            continue
+        a0, a1 = _split([s for s, _ in units[i]])
+        b0, b1 = _split([s for s, _ in units[i + 1]])
+        head, body_a, tail = units[i][:a0], units[i][a0:a1], units[i][a1:]
+        lead, body_b, end = units[i + 1][:b0], units[i + 1][b0:b1], units[i + 1][b1:]
+
+        def cost(x: list, y: list) -> int:
+            return edit_distance(_sounds(s for s, _ in x), ra) + edit_distance(_sounds(s for s, _ in y), rb)
+
+        best, best_cost = (body_a, body_b), cost(body_a, body_b)
+        for n in range(1, reach + 1):
+            fwd = _cut(body_a, n, from_end=True)  # the end of unit i starts unit i + 1
+            if fwd is not None and cost(fwd[0], fwd[1] + body_b) < best_cost:
+                best, best_cost = (fwd[0], fwd[1] + body_b), cost(fwd[0], fwd[1] + body_b)
+            back = _cut(body_b, n, from_end=False)  # the start of unit i + 1 ends unit i
+            if back is not None and cost(body_a + back[1], back[0]) < best_cost:
+                best, best_cost = (body_a + back[1], back[0]), cost(body_a + back[1], back[0])
+        units[i], units[i + 1] = head + best[0] + tail, lead + best[1] + end
+    return [[s for s, _ in u] for u in units], [[d for _, d in u] for u in units]
+
+
 def word_table(words: Iterable[str], phonemize: Callable[[str], str], known: Iterable[str], *,
                progress: bool = True) -> dict[str, str]:
     """Each distinct word of ``words`` (lowercased; letters with inner apostrophes only) ->
@@ -268,24 +354,30 @@ def build_for_target(corpus_dir: str | Path | None, target_dir: str | Path, out:
         raise ValueError(f"a lexicon needs a phones-layout target, {target_dir} is {vocab.layout!r}")
     known = set(vocab.phones)
     path = Path(out) if out is not None else target_dir / FILENAME
+    table, listed_what = load_words(target_dir / WORDS_FILENAME), ""
+    if words is not None:
+        from .corpus import PiperTeacher
+
+        teacher = PiperTeacher(alignments=False)
+        listed = Path(words).read_text(encoding="utf-8", errors="replace").split()
+        table = word_table(listed, teacher.phonemize_word, known, progress=progress)
+        listed_what = f"; {len(table)} words from {Path(words).name}"
     if corpus_dir is not None:
         from .shards import Corpus
 
         utts = Corpus(corpus_dir).utterances("train")
         sentences = [(t, p, d) for t, p, d in corpus_units(tqdm(utts, desc="lexicon", unit="utt", disable=not progress))
                      if all(s in known for run in p for s in run) and max(max(x, default=0) for x in d) < vocab.durations]
+        if table:
+            sentences = [(t, *realign_units(t, p, d, table)) for t, p, d in sentences]
         lex = Lexicon.build(sentences, min_share=min_share)
         what = f"{len(lex)} unit texts from {len(sentences)} of {len(utts)} utterances"
+        what += " (edges realigned to the word table)" if table else ""
     else:
         lex = Lexicon.find(target_dir) or Lexicon()
         what = f"{len(lex.entries)} unit texts kept"
-    if words is not None:
-        from .corpus import PiperTeacher
-
-        teacher = PiperTeacher(alignments=False)
-        listed = Path(words).read_text(encoding="utf-8", errors="replace").split()
-        lex.words = word_table(listed, teacher.phonemize_word, known, progress=progress)
-        what += f"; {len(lex.words)} words from {Path(words).name}"
+    lex.words = table
+    what += listed_what
     lex.save(path)
     return lex, path, what
 

@@ -202,22 +202,27 @@ class TextFollowing:
         return [(v, f) for v, f in self._lexicon_variants(s) or () if v[: len(done)] == done]
 
     def _lexicon_ends_unit(self, s: _TFState) -> bool | None:
-        """At a word boundary: True where the unit must end here (a lexicon unit that the
-        next word does not continue into a key or a key's prefix), False where it must go on
-        (it only continues), None: the LM decides (both, or neither: words the lexicon lacks).
-        Looking at the next word, not at any continuation, keeps a unit from running past
-        every key ("remember" + "to ..." when only "remember a" is a key)."""
-        end = s.pos + 1
-        while end < len(s.text) and s.text[end] != self.space:
+        """At a word boundary: True where the unit must end here (a lexicon unit, and no
+        longer one runs over the next words of the prompt), False where it must go on (only a
+        longer one does), None: the LM decides (both, or neither: words the lexicon lacks).
+        Only units that fit the prompt count: a key's mere prefix ("at eleven" of "at eleven
+        thirty" before "tonight") would let a unit run on into one the lexicon cannot plan."""
+        known, goes_on = self.vocab.text_from_ids(s.text[s.ustart : s.pos]) in self.lexicon, self._longer_unit_fits(s)
+        return True if known and not goes_on else False if goes_on and not known else None
+
+    def _longer_unit_fits(self, s: _TFState) -> bool:
+        """Some lexicon unit starts where this one does and ends at a later word boundary."""
+        end = s.pos
+        while end < len(s.text):
             end += 1
-        text = self.vocab.text_from_ids(s.text[s.ustart : s.pos])
-        longer = self.vocab.text_from_ids(s.text[s.ustart : end])
-        known, goes_on = text in self.lexicon, longer in self.lexicon or self.lexicon.extends(longer)
-        if known and not goes_on:
-            return True
-        if goes_on and not known:
-            return False
-        return None
+            while end < len(s.text) and s.text[end] != self.space:
+                end += 1
+            longer = self.vocab.text_from_ids(s.text[s.ustart : end])
+            if longer in self.lexicon:
+                return True
+            if not self.lexicon.extends(longer):
+                return False
+        return False
 
     def _key(self, s: _TFState) -> tuple:
         """``(state, char, <word> ok, <audio_end> ok, frame ok, phones, <phones_end> ok)``: all a row
