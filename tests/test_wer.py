@@ -24,6 +24,8 @@ def test_digit_groups_read_digit_by_digit(hyp):
 @pytest.mark.parametrize("ref, hyp", [
     ("I have booked a table for four people at seven thirty.", "I have booked a table for four people at 730."),
     ("The call is at twelve oh five.", "The call is at 1205."),
+    ("I have booked a table for four people at seven thirty.", "I have booked a table for four people at 7.30."),
+    ("The bus leaves at nine oh five.", "The bus leaves at 9.05."),
     ("Your car is due for an oil change in five hundred miles.", "Your car is due for an oil change in 500 miles."),
     ("Your refund of twenty dollars is ready.", "Your refund of $20 is ready."),
     ("The year was nineteen ninety nine.", "The year was 1999."),
@@ -45,3 +47,5 @@ def test_number_readings():
     assert number_readings("1900") == ["1900", "1 9 0 0"]  # "nineteen hundred" is the written reading
     assert number_readings("6th") == ["6th"] and number_readings("word") == ["word"]
     assert number_readings("7") == ["7"]
+    assert number_readings("7.30.") == ["7.30.", "7 3 0.", "7 30."]
+    assert number_readings("7.00") == ["7.00", "7 0 0"] and number_readings("7.305")[-1] == "7 3 0 5"

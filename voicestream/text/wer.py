@@ -2,7 +2,7 @@
 
 Both sides go through the TTS front end's normaliser (so "$5" == "five dollars").  One
 asymmetry is Whisper's: it writes spoken numbers as digits, grouped as it likes -- "4.512"
-or "4-5-1-2" for *four five one two*, "730" for *seven thirty*, "873" for *eight seven
+or "4-5-1-2" for *four five one two*, "730" or "7.30" for *seven thirty*, "873" for *eight seven
 three* -- and a plain normaliser reads those back as "four point five one two" or "seven
 hundred thirty", counting words the voice said right as errors (the teacher pays them too).
 :func:`transcript_errors` therefore reads each digit group of the transcript every way a
@@ -51,8 +51,8 @@ def wer_words(text: str) -> list[str]:
 
 def number_readings(token: str) -> list[str]:
     """Ways to say a transcript token that is a digit group: as written first, then digit
-    by digit and (3-4 plain digits) as hours and minutes / two pairs ("730" -> "7 30",
-    "1205" -> "12 oh 5")."""
+    by digit and (3-4 plain digits, or a clock time "7.30") as hours and minutes / two pairs
+    ("730" -> "7 30", "1205" -> "12 oh 5")."""
     m = _DIGIT_GROUP.match(token)
     if m is None:
         return [token]
@@ -61,9 +61,12 @@ def number_readings(token: str) -> list[str]:
     readings = [token]
     if len(digits) >= 2:
         readings.append(lead + " ".join(digits) + tail)
-    if num.isdigit() and len(num) in (3, 4) and num[-2:] != "00":
-        minutes = num[-2:] if num[-2] != "0" else "oh " + num[-1]  # "1205": twelve oh five
-        readings.append(f"{lead}{num[:-2]} {minutes}{tail}")
+    clock = re.fullmatch(r"(\d{1,2})\.(\d\d)", num)  # "7.30": Whisper's clock time
+    if clock or (num.isdigit() and len(num) in (3, 4)):
+        hours, mins = (clock[1], clock[2]) if clock else (num[:-2], num[-2:])
+        if mins != "00":
+            minutes = mins if mins[0] != "0" else "oh " + mins[1]  # "1205": twelve oh five
+            readings.append(f"{lead}{hours} {minutes}{tail}")
     return readings
 
 
