@@ -9,7 +9,9 @@ lexicon for the words it knows, the learned G2P for the rest.
 
 The lexicon is data harvested from the training corpus (the teacher's phone alignment
 per unit, see :func:`~voicestream.voice.phones.unit_phones`), so nothing GPL runs at
-synthesis.  Each unit text keeps the variants it was spoken with, tagged by where the
+synthesis; its unit edges are first moved to where the word table says the sounds belong
+(:func:`realign_units`: the aligner's edges drift at unstressed words).  Each unit text
+keeps the variants it was spoken with, tagged by where the
 unit sat in its sentence (espeak adds clause marks at the edges); at synthesis
 :class:`~voicestream.voice.masking.TextFollowing` lets the LM choose only among them,
 and choose its durations freely.  A unit text the lexicon lacks falls back to the LM.
