@@ -262,16 +262,11 @@ def _cut(body: list, n: int, from_end: bool) -> tuple[list, list] | None:
     idx = [i for i, (s, _) in enumerate(body) if s not in _MARKS]
     if n >= len(idx):
         return None
-    if from_end:
-        i = idx[-n]
-        while i > idx[-n - 1] + 1 and body[i - 1][0] != " ":  # a stress mark before the first moved sound
-            i -= 1
-        rest, moved = body[:i], body[i:]
-    else:
-        i = idx[n]
-        while i > idx[n - 1] + 1 and body[i - 1][0] != " ":
-            i -= 1
-        moved, rest = body[:i], body[i:]
+    k = len(idx) - n if from_end else n  # the first sound of the later part
+    i = idx[k]
+    while i > idx[k - 1] + 1 and body[i - 1][0] != " ":  # its stress mark goes with it
+        i -= 1
+    rest, moved = (body[:i], body[i:]) if from_end else (body[i:], body[:i])
     strip = lambda xs: [x for j, x in enumerate(xs) if not (x[0] == " " and (j == 0 or j == len(xs) - 1))]  # noqa: E731
     return strip(rest), strip(moved)
 
@@ -309,14 +304,13 @@ def realign_units(texts: Sequence[str], phones: Sequence[Sequence[str]], duratio
         def cost(x: list, y: list) -> int:
             return edit_distance(_sounds(s for s, _ in x), ra) + edit_distance(_sounds(s for s, _ in y), rb)
 
-        best, best_cost = (body_a, body_b), cost(body_a, body_b)
+        options = [(body_a, body_b)]
         for n in range(1, reach + 1):
             fwd = _cut(body_a, n, from_end=True)  # the end of unit i starts unit i + 1
-            if fwd is not None and cost(fwd[0], fwd[1] + body_b) < best_cost:
-                best, best_cost = (fwd[0], fwd[1] + body_b), cost(fwd[0], fwd[1] + body_b)
             back = _cut(body_b, n, from_end=False)  # the start of unit i + 1 ends unit i
-            if back is not None and cost(body_a + back[1], back[0]) < best_cost:
-                best, best_cost = (body_a + back[1], back[0]), cost(body_a + back[1], back[0])
+            options += [(fwd[0], fwd[1] + body_b)] if fwd is not None else []
+            options += [(body_a + back[1], back[0])] if back is not None else []
+        best = min(options, key=lambda o: cost(*o))  # the first of the cheapest: edges stay on a tie
         units[i], units[i + 1] = head + best[0] + tail, lead + best[1] + end
     return [[s for s, _ in u] for u in units], [[d for _, d in u] for u in units]
 
@@ -356,7 +350,6 @@ def build_for_target(corpus_dir: str | Path | None, target_dir: str | Path, out:
         raise ValueError(f"a lexicon needs a phones-layout target, {target_dir} is {vocab.layout!r}")
     known = set(vocab.phones)
     path = Path(out) if out is not None else target_dir / FILENAME
-    table, listed_what = load_words(target_dir / WORDS_FILENAME), ""
     if words is not None:
         from .corpus import PiperTeacher
 
@@ -364,6 +357,8 @@ def build_for_target(corpus_dir: str | Path | None, target_dir: str | Path, out:
         listed = Path(words).read_text(encoding="utf-8", errors="replace").split()
         table = word_table(listed, teacher.phonemize_word, known, progress=progress)
         listed_what = f"; {len(table)} words from {Path(words).name}"
+    else:
+        table, listed_what = load_words(target_dir / WORDS_FILENAME), ""
     if corpus_dir is not None:
         from .shards import Corpus
 
