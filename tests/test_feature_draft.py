@@ -117,7 +117,7 @@ def test_unrolled_training_depths_are_what_decoding_drafts(p, layers):
 
 
 @pytest.mark.parametrize("pipelined,layers", [(False, 1), (True, 1), (False, 2)],
-                         ids=["sequential", "pipelined-flag", "two-layer-draft"])
+                         ids=["sequential", "overlapped", "two-layer-draft"])
 def test_greedy_output_is_the_targets_token_for_token(pipelined, layers):
     target, draft = _pair(layers=layers)
     prompt = [5, 6, 7, 8]
@@ -129,7 +129,9 @@ def test_greedy_output_is_the_targets_token_for_token(pipelined, layers):
     finally:
         dec.close()
     assert got == expected
-    assert st.draft_forwards > 0 and st.drafted_tokens > 0
+    # overlapped (pipelined) decoding verifies drafted tokens only when the draft got there
+    # first: timing, so only sequential mode is held to it here (test_overlapped.py slows the target)
+    assert st.draft_forwards > 0 and (pipelined or st.drafted_tokens > 0)
 
 
 def test_a_draft_that_knows_the_target_is_accepted():
@@ -166,7 +168,8 @@ def test_a_draft_that_knows_the_target_is_accepted():
     assert rates["trained"] > 0.3 and rates["trained"] > rates["fresh"] + 0.2, rates
 
 
-def test_sampling_with_a_feature_draft_reproduces_the_target_distribution():
+@pytest.mark.parametrize("pipelined", [False, True], ids=["sequential", "overlapped"])
+def test_sampling_with_a_feature_draft_reproduces_the_target_distribution(pipelined):
     target = random_llama(vocab_size=4, hidden_size=32, num_layers=2, num_heads=2, seed=3)
     with torch.no_grad():
         target.lm_head.weight.mul_(8.0)
@@ -187,7 +190,7 @@ def test_sampling_with_a_feature_draft_reproduces_the_target_distribution():
             exact[seq] = float(torch.prod(torch.stack([probs[len(prompt) - 1 + i, x] for i, x in enumerate(seq)])))
     dec = SpeculativeDecoder(target, draft)
     cfg = SpecConfig(rule="sampling", sampling=SamplingConfig(temperature=1.0), gamma=2, draft_length="fixed",
-                     max_new_tokens=n_tokens)
+                     max_new_tokens=n_tokens, pipelined=pipelined)
     counts: dict = {}
     st = GenerationStats()
     for seed in range(n):

@@ -93,3 +93,37 @@ def test_wrappers_keep_their_own_forward():
     assert lean_supported(model)
     assert not lean_supported(MaskingWrapper(model))
     assert type(make_runner(MaskingWrapper(model))) is ModelRunner
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int8"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_scripted_stack_computes_what_the_eager_layers_compute(name, weights):
+    """One sequence's forward runs as TorchScript (one GIL-free call); it must be the eager
+    layers' arithmetic exactly -- plain and speculative decoding, cache and all."""
+    from voicestream.spec.lean_runner import LeanModel, SequenceKV, run_layers, set_lean_weights
+    from voicestream.spec.quant import int8_available
+
+    if weights == "int8" and not int8_available():
+        pytest.skip("no int8 backend on this CPU")
+    model = MODELS[name]()
+    set_lean_weights(model, weights)
+    lean = LeanModel.of(model)
+    assert lean.stack is not None, "TorchScript failed to compile the lean stack"
+    torch.manual_seed(0)
+    geo, n = lean.geo, 12
+    shape = (len(lean.layers), 1, geo.kv_heads, 16, geo.head_dim)
+    caches = {"eager": (torch.zeros(shape), torch.zeros(shape)), "scripted": (torch.zeros(shape), torch.zeros(shape))}
+    x = torch.randn(1, n + 1, model.config.hidden_size)
+    cos, sin = lean.rope(torch.arange(n + 1)[None])
+    mask = torch.ones(n, n, dtype=torch.bool).tril()
+    out = {}
+    with torch.inference_mode():
+        for kind, stack in (("eager", None), ("scripted", lean.stack)):
+            k, v = caches[kind]
+            prefix = run_layers(lean.layers, stack, x[:, :n], cos[:, :n], sin[:, :n], mask, SequenceKV(k, v, 0, n))
+            step = run_layers(lean.layers, stack, x[:, n:], cos[:, n:], sin[:, n:], None, SequenceKV(k, v, n, n + 1))
+            out[kind] = (prefix, step)
+    for a, b in zip(out["eager"], out["scripted"]):
+        assert torch.equal(a, b)
+    for a, b in zip(caches["eager"], caches["scripted"]):
+        assert torch.equal(a, b) and a[:, :, :, : n + 1].abs().sum() > 0

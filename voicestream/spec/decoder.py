@@ -26,6 +26,7 @@ import torch
 
 from ..config import SpecConfig
 from .acceptance import VerifyInput, verify
+from .ahead import Ahead
 from .compat import IncompatibleModelsError, check_compatible, output_vocab_size, special_ids
 from .constraint import TokenConstraint, constrain, forced_run, legal_span, masks_along, walk
 from .draft_length import DraftLength
@@ -55,6 +56,7 @@ class DraftChunk:
     ready: object | None = None  # CUDA event after the draft's work, None on CPU
     end_state: object = None  # constraint state after the chunk (speculation continues from it)
     free: list[bool] = field(default_factory=list)  # per token: drafted (True) or forced (False)
+    confidence: list[float] = field(default_factory=list)  # per token: the draft's probability of it
 
     def drafted(self, upto: int | None = None) -> int:
         """How many of the first ``upto`` tokens the draft chose (forced ones excluded)."""
@@ -274,6 +276,8 @@ class _Generation(Progress):
         self.chunk: DraftChunk | None = None  # pipelined: the chunk to verify next
         self.spec: tuple[Future, threading.Event] | None = None  # pipelined: speculative draft in flight
         self.full_accept_rate = 1.0  # pipelined: running rate of fully accepted chunks
+        self.ahead: Ahead | None = None  # overlapped: what the draft has drafted so far
+        self.ahead_job: Future | None = None
         self.last_accepted = 0
 
     # --- bookkeeping ------------------------------------------------------------------
@@ -282,6 +286,13 @@ class _Generation(Progress):
         self.stats.draft_forwards = self.draft.forwards if self.draft is not None else 0
 
     def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.abort()
+            try:
+                self.ahead_job.result()
+            except Exception:  # the generation is over; a failed draft changes nothing
+                pass
+            self.ahead = None
         if self.spec is not None:
             fut, abort = self.spec
             abort.set()
@@ -309,8 +320,8 @@ class _Generation(Progress):
                 return chunk
         if self.draft is None:
             chunk = self._plain_step()
-        elif self.cfg.pipelined and not self.dec.feature_draft:
-            chunk = self._pipelined_step()
+        elif self.cfg.pipelined:
+            chunk = self._overlapped_step() if self.dec.feature_draft else self._pipelined_step()
         else:
             chunk = self._sequential_step()
         self._sync_stats()
@@ -400,6 +411,65 @@ class _Generation(Progress):
             ).result()
         return out
 
+    # --- overlapped (a feature draft, pipelined) ----------------------------------------
+    def _overlapped_step(self) -> TokenChunk:
+        """The draft drafts ahead on its lane without pause (:class:`Ahead`) while the target
+        verifies whatever follows the committed tokens when it is ready: on a CPU each runs
+        on its own core. The target never waits for the draft -- with nothing drafted yet it
+        takes a plain step, and a drafted token that agrees with that step still stands."""
+        if not self.started:
+            self.started = True
+            self.target.reserve(len(self.seq) + self.remaining + self.cfg.gamma_max + 2)
+            self.pending_logits = self.target.prefill(self.seq)
+            self._start_ahead()
+        threshold = self.cfg.confidence_threshold if self.length.stops_on_low_confidence else 0.0
+        cands, rows, free, ready = self.ahead.after(self.seq, self.length.gamma + 1, threshold)
+        if cands:
+            probs = None if self.cfg.sampling.greedy else torch.stack(rows)
+            out = self._verify_and_commit(DraftChunk(cands, probs, ready, None, free), emit_bonus=True)
+        else:
+            out = self._target_step()
+        if out.finish_reason is None:
+            if self.ahead.follows(self.seq):
+                self.ahead.move_horizon(len(self.seq) + self.cfg.gamma_max)
+            else:
+                self._start_ahead()
+        return out
+
+    def _start_ahead(self) -> None:
+        """Draft afresh from the committed tokens; the job before (if any) stops after its
+        current token (the lane runs one job at a time, so the new one starts then)."""
+        if self.ahead is not None:
+            self.ahead.abort()
+            if self.ahead_job.done() and self.ahead_job.exception() is not None:
+                raise self.ahead_job.exception()
+        verified = self.seq[: self.target.common_prefix(self.seq)]
+        self.ahead = Ahead(self.seq, len(self.seq) + self.cfg.gamma_max)
+        self.ahead_job = self.dec.draft_lane.submit(
+            self._draft_ahead, self.ahead, verified, self.epoch, self.cstate, self.dec.target_lane.mark())
+
+    def _draft_ahead(self, ahead: Ahead, verified: list[int], epoch: int, state: object, target_ready) -> None:
+        """The overlapped draft's job (on the draft lane): one drafted token (and the run the
+        constraint forces after it) at a time into ``ahead``, until the horizon stops it for
+        good (aborted), a stop id or the token budget."""
+        try:
+            self.dec.draft_lane.wait(target_ready)  # CUDA: the target's states are written
+            self.draft.pin(verified)
+            ctx = list(ahead.context)
+            end = self.n_prompt + self.cfg.max_new_tokens
+            while ahead.room(len(ctx)):
+                chunk = self.draft_chunk(ctx, 1, epoch, None, state)
+                if not chunk.tokens:
+                    break
+                rows = list(chunk.probs) if chunk.probs is not None else [None] * len(chunk.tokens)
+                ahead.append(chunk.tokens, rows, chunk.free, chunk.confidence, chunk.ready)
+                ctx += chunk.tokens
+                state = chunk.end_state
+                if chunk.tokens[-1] in self.stop or len(ctx) >= end:
+                    break
+        finally:
+            ahead.finish()
+
     def _pipelined_len(self, gamma: int) -> int:
         # no bonus token in pipelined mode: the draft fills that slot, so a chunk is gamma + 1
         # long and each target forward verifies as many positions as in sequential mode
@@ -432,6 +502,8 @@ class _Generation(Progress):
         constraint = self.constraint
         feed: list[int] = []  # chosen but not yet fed to the draft
         drafted = 0
+        confident: list[float] = []  # per drafted token
+        want_conf = self.length.stops_on_low_confidence or self.cfg.pipelined
         while True:
             if jump and not (tokens and tokens[-1] in self.stop):
                 forced, state = append_forced(constraint, state, self.stop, limit - len(tokens), tokens, free,
@@ -454,7 +526,7 @@ class _Generation(Progress):
             x = process_logits(logits, scfg, seen.mask)
             if greedy:
                 token = int(x.argmax())
-                confidence = float(x.softmax(-1)[token]) if self.length.stops_on_low_confidence else 1.0
+                confidence = float(x.softmax(-1)[token]) if want_conf else 1.0
             else:
                 q = x.softmax(-1)
                 token = self.rng.sample(q, DRAFT, pos + len(tokens), epoch)
@@ -462,6 +534,7 @@ class _Generation(Progress):
                 confidence = float(q[token])
             tokens.append(token)
             free.append(True)
+            confident.append(confidence)
             drafted += 1
             feed = [token]
             if constraint is not None:
@@ -469,7 +542,10 @@ class _Generation(Progress):
             if self.length.stops_on_low_confidence and confidence < self.cfg.confidence_threshold:
                 n = drafted  # stop drafting; a forced run after it still joins the chunk
         probs = torch.stack(rows) if rows else None
-        return DraftChunk(tokens, probs, self.dec.draft_lane.mark() if self.cfg.pipelined else None, state, free)
+        it = iter(confident)
+        confidence = [next(it) if f else 1.0 for f in free]
+        return DraftChunk(tokens, probs, self.dec.draft_lane.mark() if self.cfg.pipelined else None, state, free,
+                          confidence)
 
     # --- verify -----------------------------------------------------------------------
     def _verify_and_commit(self, chunk: DraftChunk, emit_bonus: bool) -> TokenChunk:

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from .feature_draft import FeatureDraft
-from .lean_runner import WEIGHTS_ATTR, BuiltPerModel, Geometry, LeanLayer, LeanLlamaRunner, SequenceKV
+from .lean_runner import (WEIGHTS_ATTR, BuiltPerModel, Geometry, LeanLayer, LeanLlamaRunner, SequenceKV, _script_stack,
+                          run_layers)
 from .quant import Linear, make_linear
 
 
@@ -38,6 +39,7 @@ class LeanFeatureDraft(BuiltPerModel):
                                      o=layer.o_proj, gate=layer.gate_proj, up=layer.up_proj, down=layer.down_proj,
                                      in_norm=layer.input_norm, post_norm=layer.post_norm) for layer in draft.layers]
             self.final_norm = draft.final_norm.detach().to(self.dtype)
+        self.stack = _script_stack(self.layers)
 
     def step(self, feats: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
              kv: SequenceKV) -> torch.Tensor:
@@ -45,9 +47,8 @@ class LeanFeatureDraft(BuiltPerModel):
         ``embeds`` (B, q, H each); the step's keys and values go to ``kv``."""
         cos, sin = self.model.rope(positions)  # (B, 1, q, hd)
         cos, sin = cos.transpose(1, 2).to(self.dtype), sin.transpose(1, 2).to(self.dtype)
-        x = self.fc(torch.cat([feats, embeds], -1).to(self.dtype))
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, kv, i)
+        x = run_layers(self.layers, self.stack, self.fc(torch.cat([feats, embeds], -1).to(self.dtype)), cos, sin,
+                       mask, kv)
         return F.rms_norm(x, (x.shape[-1],), self.final_norm, self.geo.eps)
 
 
@@ -71,6 +72,22 @@ class FeatureDraftRunner:
         self._k = self._v = self._pred = None
         self._capacity = 0
         self._last_logits: torch.Tensor | None = None
+        self._pinned: list[int] | None = None
+
+    def pin(self, verified: Sequence[int] | None) -> None:
+        """Overlapped decoding: read the target's exact states only for ``verified`` (committed
+        tokens the target has fed, a snapshot) instead of its live cache, which the target's
+        thread changes meanwhile; None reads the live cache again."""
+        self._pinned = None if verified is None else list(verified)
+
+    def _exact_upto(self, seq: Sequence[int]) -> int:
+        """Leading positions of ``seq`` whose exact target state can be read."""
+        if self._pinned is None:
+            return self.target.common_prefix(seq)
+        ref, n = self._pinned, min(len(self._pinned), len(seq))
+        if ref[:n] == list(seq[:n]):
+            return n
+        return next(i for i in range(n) if ref[i] != seq[i])
 
     # --- storage ------------------------------------------------------------------------
     def _ensure(self, n: int) -> None:
@@ -126,7 +143,7 @@ class FeatureDraftRunner:
         n_exact = max(0, min(len(seq), exact_upto + 1) - start)
         pred = None
         if n_exact:
-            feats = self.target.features(start + n_exact - 1)[max(start - 1, 0) :]
+            feats = self.target.features(start + n_exact - 1, checked=self._pinned is None)[max(start - 1, 0) :]
             if start == 0:  # entry 0 has no state before it (a one-token prompt has no states at all)
                 zero = torch.zeros(1, self.model.config.hidden_size, dtype=self._dtype, device=self.device)
                 feats = torch.cat([zero, feats.to(self._dtype).reshape(-1, zero.shape[1])], 0)
@@ -147,7 +164,7 @@ class FeatureDraftRunner:
             raise ValueError("advance_to() needs a non-empty sequence")
         keep = 0
         n = min(len(self.tokens), len(seq))
-        exact_upto = self.target.common_prefix(seq)  # leading positions with the target's exact state
+        exact_upto = self._exact_upto(seq)  # leading positions with the target's exact state
         while keep < n and self.tokens[keep] == seq[keep] and (self.exact[keep] or keep - 1 >= exact_upto):
             keep += 1
         if keep == len(seq) == len(self.tokens) and self._last_logits is not None:
@@ -164,7 +181,7 @@ class FeatureDraftRunner:
         if not tokens:
             raise ValueError("extend() needs at least one token")
         seq = self.tokens + [int(t) for t in tokens]
-        return self._feed(seq, len(self.tokens), self.target.common_prefix(seq), span)
+        return self._feed(seq, len(self.tokens), self._exact_upto(seq), span)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -212,6 +212,7 @@ class LeanModel(BuiltPerModel):
             self._head_w = model.get_output_embeddings().weight
             self.head: Linear = make_linear(self.weights, self._head_w)
         self.vocab_size = self._head_w.shape[0]
+        self.stack = _script_stack(self.layers)  # one sequence's forward in one GIL-free call
         self._heads: dict[tuple[int, int], Linear] = {}  # head rows of a legal span, built on first use
         self.embed = inner.embed_tokens.weight
         self.norm = inner.norm.weight.to(self.dtype)
@@ -278,8 +279,7 @@ class LeanModel(BuiltPerModel):
         """The layer stack's output (B, q, hidden), after the final norm when ``normed``."""
         x = F.embedding(ids, self.embed).to(self.dtype)  # (B, q, hidden)
         cos, sin = self.rope(positions)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, kv, i)
+        x = run_layers(self.layers, self.stack, x, cos, sin, mask, kv)
         return rms_norm(x, self.norm, self.eps) if normed else x
 
 
@@ -295,6 +295,23 @@ class SequenceKV:
 
     def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[layer, :, :, : self.end], self.v[layer, :, :, : self.end]
+
+
+def run_layers(layers: list[LeanLayer], stack, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               mask: torch.Tensor | None, kv: KVStore) -> torch.Tensor:
+    """The layer stack over ``x``: scripted for one sequence's cache when ``stack`` was
+    built (:mod:`.scripted`), the eager layers otherwise (a batch of slots)."""
+    if stack is not None and isinstance(kv, SequenceKV):
+        return stack(x, cos, sin, mask, kv.k, kv.v, kv.start, kv.end)
+    for i, layer in enumerate(layers):
+        x = layer(x, cos, sin, mask, kv, i)
+    return x
+
+
+def _script_stack(layers: list[LeanLayer]):
+    from .scripted import script_stack  # it builds on LeanLayer
+
+    return script_stack(layers)
 
 
 class LeanLlamaRunner(ModelRunner):
@@ -330,10 +347,17 @@ class LeanLlamaRunner(ModelRunner):
         self._k = self._v = self._features = None
         self._capacity = 0
 
-    def features(self, end: int) -> torch.Tensor:
+    def reserve(self, n: int) -> None:
+        """Size the cache for ``n`` positions now, so it is never reallocated while another
+        thread (an overlapped draft) reads :meth:`features`."""
+        self._ensure_cache(n)
+
+    def features(self, end: int, *, checked: bool = True) -> torch.Tensor:
         """The target's final hidden states at positions [0, end) of the cached sequence
-        (what a feature-level draft extrapolates from); ``end <= len(self.tokens)``."""
-        if end > len(self.tokens):
+        (what a feature-level draft extrapolates from); ``end <= len(self.tokens)`` unless
+        the caller knows better (``checked=False``: an overlapped draft reading committed
+        positions while this runner, on another thread, moves its token list)."""
+        if checked and end > len(self.tokens):
             raise ValueError(f"features up to {end} requested; the cache holds {len(self.tokens)} positions")
         return self._features[:end] if self._features is not None else torch.zeros(0)
 

@@ -17,7 +17,7 @@ and callers keep float32.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -46,22 +46,43 @@ def resolve_weights(weights: str | None, device: torch.device | str = "cpu") -> 
     return weights
 
 
+class DenseLinear(torch.nn.Module):
+    """The plain linear, in the model's own dtype (a module, so a scripted forward can hold it)."""
+
+    __annotations__ = {"bias": Optional[torch.Tensor]}  # evaluated: TorchScript reads the attribute's type
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.weight = weight
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class Int8Linear(torch.nn.Module):
+    """``weight`` quantised to int8 per output row; takes and gives float32."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        w = weight.detach().float()
+        scale = (w.abs().amax(1) / 127.0).clamp_min(1e-8).double()
+        zero = torch.zeros(w.shape[0], dtype=torch.long)
+        with warnings.catch_warnings():  # torch flags quantised-tensor constructors as deprecated
+            warnings.simplefilter("ignore", UserWarning)
+            qw = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+        self.packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x.float(), self.packed, True)
+
+
 def dense(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
-    """The plain linear, in the model's own dtype."""
-    return lambda x: F.linear(x, weight, bias)
+    return DenseLinear(weight, bias)
 
 
 def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
-    """``weight`` quantised to int8 per output row; the returned callable takes and gives float32."""
-    w = weight.detach().float()
-    scale = (w.abs().amax(1) / 127.0).clamp_min(1e-8).double()
-    zero = torch.zeros(w.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():  # torch flags quantised-tensor constructors as deprecated
-        warnings.simplefilter("ignore", UserWarning)
-        qw = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
-    packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
-    op = torch.ops.quantized.linear_dynamic
-    return lambda x: op(x.float(), packed, True)
+    return Int8Linear(weight, bias)
 
 
 def make_linear(
