@@ -20,6 +20,8 @@ from tqdm import tqdm
 from ..config import POLICIES
 from ..voice.lexicon import add_plan_argument
 
+OVERLAPPED = "overlapped"  # not a draft-length policy: pipelined decoding (the draft drafts ahead on its lane)
+
 DEFAULT_SENTENCES = (
     "The quick brown fox jumps over the lazy dog near the river bank.",
     "Please call me back when you get this message.",
@@ -56,7 +58,9 @@ def _speak(voice, text: str, run: Run, policy: str | None) -> None:
     from ..voice.synthesize import SynthesisStats
 
     cfg = voice.spec_config.with_(max_new_tokens=voice.max_new_tokens_for(text))
-    if policy is not None:
+    if policy == OVERLAPPED:
+        cfg = cfg.with_(draft_length="heuristic", pipelined=True)
+    elif policy is not None:
         cfg = cfg.with_(draft_length=policy)
     st = SynthesisStats()
     t0 = time.perf_counter()
@@ -90,7 +94,8 @@ def bench(args: argparse.Namespace) -> dict:
         target = load_causal_lm(target_dir, dtype=torch.float32).to(args.device)
         for name, spec in drafts.items():
             draft = resolve_draft(target, spec) if spec else None
-            voice = Voice(target, draft, weights=weights, lexicon=lexicon, lexicon_durations=durations)
+            voice = Voice(target, draft, weights=weights, lexicon=lexicon, lexicon_durations=durations,
+                          draft_cpu_threads=args.draft_threads)
             voice.synthesize("Hello.", voice.spec_config.with_(max_new_tokens=40))  # warm-up
             if draft is None:
                 runs.append((Run(f"plain-{weights}", weights, None), voice, None))
@@ -131,12 +136,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="draft directories to compare (LM or feature drafts), 'default' for the built-in draft, "
                         "or self:N; plain decoding always runs")
     p.add_argument("--weights", nargs="*", choices=["fp32", "int8"], default=["fp32", "int8"])
-    p.add_argument("--draft-lengths", nargs="*", choices=list(POLICIES), default=["heuristic", "cost"],
-                   help="draft-length policies to run each draft with")
+    p.add_argument("--draft-lengths", nargs="*", choices=[*POLICIES, OVERLAPPED], default=["heuristic", "cost"],
+                   help="draft-length policies to run each draft with; 'overlapped': pipelined decoding, the draft "
+                        "drafting ahead on its own lane (thread or CUDA stream) while the target verifies")
     p.add_argument("--n", type=int, default=4, help="sentences")
     p.add_argument("--repeat", type=int, default=1, help="speak the sentences this many times (less noise)")
     p.add_argument("--sentences", nargs="*", help="sentences to speak (default: four built-in ones)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads per forward (the target's)")
+    p.add_argument("--draft-threads", type=int, default=1, help="CPU threads of the draft lane (overlapped rows)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (int8 weights are a CPU format: use --weights fp32)")
     p.add_argument("--json", action="store_true")
     add_plan_argument(p)
