@@ -50,3 +50,18 @@ def test_builtin_voice_speaks_to_the_end_and_speculation_is_exact(voices):
     res = spec.synthesize(TEXT)
     seconds = res.audio.size / res.sample_rate
     assert 0.8 < seconds < 6.0 and np.abs(res.audio).max() > 0.05  # a sentence of sound, not silence
+
+
+def test_overlapped_decoding_speaks_the_targets_own_tokens(voices):
+    """The draft drafting ahead on its own thread while the target verifies: which tokens are
+    verified in which forward depends on timing, the output may not (float32 greedy)."""
+    from voicestream.spec.stats import GenerationStats
+
+    plain, spec = voices
+    prompt = spec.vocab.prompt_for(TEXT)
+    cfg = spec.spec_config.with_(max_new_tokens=spec.max_new_tokens_for(TEXT), draft_length="heuristic",
+                                 pipelined=True)
+    ref = [t for c in plain.decoder.generate(prompt, cfg, constraint=plain.grammar) for t in c.tokens]
+    st = GenerationStats()
+    out = [t for c in spec.decoder.generate(prompt, cfg, stats=st, constraint=spec.grammar) for t in c.tokens]
+    assert out == ref and st.finish_reason == "stop" and st.draft_forwards > 0

@@ -113,6 +113,21 @@ def test_serve_without_voice_flags_serves_the_built_in_voice(tmp_path, monkeypat
     voice.voice.close()
 
 
+def test_say_pipelined_speaks_what_sequential_speaks(voice_dirs, tmp_path, capsys):
+    target, draft = voice_dirs
+    pcm = []
+    for extra in ([], ["--pipelined"]):
+        out = tmp_path / f"x{len(extra)}.wav"
+        assert cli_main(["say", "Hi there.", "-o", str(out), "--target", str(target), "--draft", str(draft),
+                         "--weights", "fp32", *extra]) == 0
+        with wave.open(str(out)) as w:
+            pcm.append(w.readframes(w.getnframes()))
+    assert pcm[0] == pcm[1] and len(pcm[0]) > 0
+    assert cli_main(["say", "Hi there.", "-o", str(tmp_path / "y.wav"), "--target", str(target), "--pipelined",
+                     "--draft-length", "cost"]) == 2  # the cost policy times sequential steps: a clear error
+    assert "pipelined" in capsys.readouterr().err
+
+
 def test_bench_voice_compares_weight_formats_and_drafts(voice_dirs, capsys):
     import json
 

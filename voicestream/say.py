@@ -53,6 +53,8 @@ def spec_config(args: argparse.Namespace, base: SpecConfig) -> SpecConfig:
         sampling = SamplingConfig(temperature=args.temperature or 1.0, top_k=args.top_k)
     cfg = base.with_(rule=args.rule, sampling=sampling, gamma=args.gamma, gamma_max=max(args.gamma, base.gamma_max),
                      beta=args.beta, seed=args.seed)
+    if args.pipelined:  # the cost policy times sequential steps: overlapped drafting adapts by heuristic
+        return cfg.with_(pipelined=True, draft_length=args.draft_length or "heuristic")
     return cfg.with_(draft_length=args.draft_length) if args.draft_length else cfg
 
 
@@ -143,6 +145,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=int, default=4, help="initial draft length")
     p.add_argument("--draft-length", choices=list(POLICIES), default=None,
                    help="draft-length policy (default: the voice's, 'cost': draft only where it pays)")
+    p.add_argument("--pipelined", action="store_true",
+                   help="overlap drafting with verification: the draft drafts ahead on its own thread (CUDA stream) "
+                        "while the target verifies; pays where a target forward costs many draft steps (a GPU), "
+                        "not on a 2-core CPU")
     p.add_argument("--beta", type=float, default=0.0, help="ssd tolerance")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
