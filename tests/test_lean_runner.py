@@ -127,3 +127,25 @@ def test_the_scripted_stack_computes_what_the_eager_layers_compute(name, weights
         assert torch.equal(a, b)
     for a, b in zip(caches["eager"], caches["scripted"]):
         assert torch.equal(a, b) and a[:, :, :, : n + 1].abs().sum() > 0
+
+
+def test_where_torchscript_fails_the_eager_layers_decode_the_same(monkeypatch, tiny_target, tiny_draft):
+    from voicestream.spec.lean_runner import LeanModel
+
+    cfg = SpecConfig(max_new_tokens=24)
+    dec = SpeculativeDecoder(tiny_target, tiny_draft, lean_target=True)
+    scripted, _ = collect(dec, [5, 6, 7], cfg)
+    assert LeanModel.of(tiny_target).stack is not None
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no TorchScript here")
+
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    target, draft = copy.deepcopy(tiny_target), copy.deepcopy(tiny_draft)  # fresh models: built anew
+    with pytest.warns(RuntimeWarning, match="stays eager"):
+        eager_dec = SpeculativeDecoder(target, draft, lean_target=True)
+        eager, _ = collect(eager_dec, [5, 6, 7], cfg)
+    assert LeanModel.of(target).stack is None
+    assert eager == scripted
+    dec.close()
+    eager_dec.close()
