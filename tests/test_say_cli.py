@@ -145,3 +145,15 @@ def test_bench_voice_compares_weight_formats_and_drafts(voice_dirs, capsys):
         if r["draft"] is not None and r["weights"] == "fp32":
             assert r["same_audio_as_plain"] is True  # greedy speculation is exact in float32
             assert r["accepted_per_target_forward"] >= 1.0
+
+
+def test_bench_voice_runs_an_overlapped_row(voice_dirs, capsys):
+    import json
+
+    target, draft = voice_dirs
+    assert cli_main(["bench", "voice", "--target", str(target), "--drafts", str(draft), "--n", "1",
+                     "--sentences", "Hi there.", "--threads", "1", "--draft-threads", "1", "--weights", "fp32",
+                     "--draft-lengths", "overlapped", "--json"]) == 0
+    runs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    row = next(r for name, r in runs.items() if name.endswith("overlapped]"))
+    assert row["same_audio_as_plain"] is True and row["tokens_per_s"] > 0  # pipelined greedy is exact in float32
