@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -92,14 +92,16 @@ class Geometry:
         return self.kv_heads != self.heads
 
 
-class LeanLayer:
+class LeanLayer(torch.nn.Module):
     """One pre-norm attention + SwiGLU block as four matrix products and a few fused ops.
 
     Prepared once from the module's weights: the RMSNorm gains are folded into the input
     columns of the projections that follow them, q/k/v, the RoPE-rotated halves of q and
     k, and gate/up are each one matrix, so a decoding step is ~25 tensor ops per layer
     instead of ~45 -- on a small model on a CPU it is the op count, not the FLOPs, that
-    sets the speed.
+    sets the speed. The arithmetic around the cache (:meth:`project`, :meth:`finish`) is
+    TorchScript-compilable: the eager :meth:`step` and the scripted stack
+    (:mod:`.scripted`) share it and differ only in how keys and values are stored.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class LeanLayer:
         o: torch.nn.Linear, gate: torch.nn.Linear, up: torch.nn.Linear, down: torch.nn.Linear,
         in_norm: torch.Tensor, post_norm: torch.Tensor,
     ) -> None:
+        super().__init__()
         self.geo = geo
         hd = geo.head_dim
         g1, g2 = in_norm.detach()[None], post_norm.detach()[None]
@@ -121,6 +124,7 @@ class LeanLayer:
         self.o: Linear = make_linear(weights, o.weight, o.bias)
         self.gate_up: Linear = make_linear(weights, torch.cat([gate.weight, up.weight], 0) * g2.to(gate.weight.dtype))
         self.down: Linear = make_linear(weights, down.weight, outlier_inputs=True)
+        self.heads, self.kv_heads, self.head_dim, self.eps = geo.heads, geo.kv_heads, hd, float(geo.eps)
         self.inter = gate.weight.shape[0]
         self.nqk = (geo.heads + geo.kv_heads) * hd
 
@@ -131,26 +135,38 @@ class LeanLayer:
                    up=mlp.up_proj, down=mlp.down_proj, in_norm=layer.input_layernorm.weight,
                    post_norm=layer.post_attention_layernorm.weight)
 
-    def __call__(
+    @torch.jit.export
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
+                                                                                       torch.Tensor]:
+        """``x`` (B, q, hidden) -> queries (B, heads, q, hd) and this step's keys and values
+        (B, kv_heads, q, hd), RoPE applied; ``cos``/``sin`` (B, q, 1, head_dim)."""
+        b, q, hidden = x.shape[0], x.shape[1], x.shape[2]
+        hd, nqk, kvh = self.head_dim, self.nqk, self.kv_heads
+        qkv = self.qkv(torch.rms_norm(x, [hidden], None, self.eps))
+        qk = qkv[:, :, :nqk].view(b, q, -1, hd)
+        qk = torch.addcmul(qk * cos, qkv[:, :, nqk + kvh * hd :].view(b, q, -1, hd), sin)
+        return (qk[:, :, : self.heads].transpose(1, 2), qk[:, :, self.heads :].transpose(1, 2),
+                qkv[:, :, nqk : nqk + kvh * hd].view(b, q, kvh, hd).transpose(1, 2))
+
+    @torch.jit.export
+    def finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """The attention output (B, heads, q, hd) -> the block's output (B, q, hidden)."""
+        b, q = x.shape[0], x.shape[1]
+        x = x + self.o(att.transpose(1, 2).reshape(b, q, self.heads * self.head_dim))
+        gu = self.gate_up(torch.rms_norm(x, [x.shape[2]], None, self.eps))
+        return x + self.down(F.silu(gu[:, :, : self.inter]) * gu[:, :, self.inter :])
+
+    def step(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, kv: "KVStore",
         index: int,
     ) -> torch.Tensor:
         """``x`` (B, q, hidden) -> the block's output; this step's keys/values go to ``kv``
-        (layer ``index``); ``cos``/``sin`` (B, q, 1, head_dim)."""
-        geo = self.geo
-        b, q, hidden = x.shape
-        hd, nqk = geo.head_dim, self.nqk
-        qkv = self.qkv(F.rms_norm(x, (hidden,), eps=geo.eps))
-        qk = qkv[..., :nqk].view(b, q, -1, hd)
-        qk = torch.addcmul(qk * cos, qkv[..., nqk + geo.kv_heads * hd :].view(b, q, -1, hd), sin)
-        qq = qk[:, :, : geo.heads].transpose(1, 2)
-        kv.write(index, qk[:, :, geo.heads :].transpose(1, 2),
-                 qkv[..., nqk : nqk + geo.kv_heads * hd].view(b, q, geo.kv_heads, hd).transpose(1, 2))
+        (layer ``index``)."""
+        qq, k, v = self.project(x, cos, sin)
+        kv.write(index, k, v)
         keys, values = kv.read(index)
-        att = F.scaled_dot_product_attention(qq, keys, values, attn_mask=mask, enable_gqa=geo.gqa)
-        x = x + self.o(att.transpose(1, 2).reshape(b, q, geo.heads * hd))
-        gu = self.gate_up(F.rms_norm(x, (hidden,), eps=geo.eps))
-        return x + self.down(F.silu(gu[..., : self.inter]) * gu[..., self.inter :])
+        att = F.scaled_dot_product_attention(qq, keys, values, attn_mask=mask, enable_gqa=self.geo.gqa)
+        return self.finish(x, att)
 
 
 class KVStore(Protocol):
@@ -304,7 +320,7 @@ def run_layers(layers: list[LeanLayer], stack, x: torch.Tensor, cos: torch.Tenso
     if stack is not None and isinstance(kv, SequenceKV):
         return stack(x, cos, sin, mask, kv.k, kv.v, kv.start, kv.end)
     for i, layer in enumerate(layers):
-        x = layer(x, cos, sin, mask, kv, i)
+        x = layer.step(x, cos, sin, mask, kv, i)
     return x
 
 

@@ -22,28 +22,21 @@ from .lean_runner import LeanLayer
 
 
 class _ScriptLayer(torch.nn.Module):
+    """A :class:`LeanLayer` over one sequence's cache tensors (its arithmetic is the layer's own)."""
+
     def __init__(self, layer: LeanLayer) -> None:
         super().__init__()
-        geo = layer.geo
-        self.qkv, self.o, self.gate_up, self.down = layer.qkv, layer.o, layer.gate_up, layer.down
-        self.heads, self.kv_heads, self.head_dim, self.eps = geo.heads, geo.kv_heads, geo.head_dim, float(geo.eps)
-        self.inter, self.nqk, self.gqa = layer.inter, layer.nqk, geo.gqa
+        self.layer = layer
+        self.gqa = layer.geo.gqa
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Optional[torch.Tensor],
                 k_all: torch.Tensor, v_all: torch.Tensor, index: int, start: int, end: int) -> torch.Tensor:
-        b, q, hidden = x.shape[0], x.shape[1], x.shape[2]
-        hd, nqk, kvh = self.head_dim, self.nqk, self.kv_heads
-        qkv = self.qkv(torch.rms_norm(x, [hidden], None, self.eps))
-        qk = qkv[:, :, :nqk].view(b, q, -1, hd)
-        qk = torch.addcmul(qk * cos, qkv[:, :, nqk + kvh * hd:].view(b, q, -1, hd), sin)
-        qq = qk[:, :, : self.heads].transpose(1, 2)
-        k_all[index, :, :, start:end] = qk[:, :, self.heads:].transpose(1, 2)
-        v_all[index, :, :, start:end] = qkv[:, :, nqk: nqk + kvh * hd].view(b, q, kvh, hd).transpose(1, 2)
+        qq, k, v = self.layer.project(x, cos, sin)
+        k_all[index, :, :, start:end] = k
+        v_all[index, :, :, start:end] = v
         att = F.scaled_dot_product_attention(qq, k_all[index, :, :, :end], v_all[index, :, :, :end],
                                              attn_mask=mask, enable_gqa=self.gqa)
-        x = x + self.o(att.transpose(1, 2).reshape(b, q, self.heads * hd))
-        gu = self.gate_up(torch.rms_norm(x, [hidden], None, self.eps))
-        return x + self.down(F.silu(gu[:, :, : self.inter]) * gu[:, :, self.inter:])
+        return self.layer.finish(x, att)
 
 
 class _ScriptStack(torch.nn.Module):
