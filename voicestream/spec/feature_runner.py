@@ -19,6 +19,7 @@ from .feature_draft import FeatureDraft
 from .lean_runner import (WEIGHTS_ATTR, BuiltPerModel, Geometry, LeanLayer, LeanLlamaRunner, SequenceKV, _script_stack,
                           run_layers)
 from .quant import Linear, make_linear
+from .runner import common_prefix
 
 
 class LeanFeatureDraft(BuiltPerModel):
@@ -82,12 +83,7 @@ class FeatureDraftRunner:
 
     def _exact_upto(self, seq: Sequence[int]) -> int:
         """Leading positions of ``seq`` whose exact target state can be read."""
-        if self._pinned is None:
-            return self.target.common_prefix(seq)
-        ref, n = self._pinned, min(len(self._pinned), len(seq))
-        if ref[:n] == list(seq[:n]):
-            return n
-        return next(i for i in range(n) if ref[i] != seq[i])
+        return self.target.common_prefix(seq) if self._pinned is None else common_prefix(self._pinned, seq)
 
     # --- storage ------------------------------------------------------------------------
     def _ensure(self, n: int) -> None:

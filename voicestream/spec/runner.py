@@ -14,6 +14,14 @@ from typing import Sequence
 import torch
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):  # the usual case, compared at C speed (called every step)
+        return n
+    return next(i for i in range(n) if a[i] != b[i])
+
+
 class ModelRunner:
     """Owns one KV cache for one sequence of one model (the model itself is shared)."""
 
@@ -89,14 +97,7 @@ class ModelRunner:
         return self.extend(prompt, last_only=True)[-1]
 
     def common_prefix(self, seq: Sequence[int]) -> int:
-        n = min(len(self.tokens), len(seq))
-        toks = self.tokens
-        if toks[:n] == list(seq[:n]):  # the usual case, compared at C speed (called every step)
-            return n
-        i = 0
-        while i < n and toks[i] == seq[i]:
-            i += 1
-        return i
+        return common_prefix(self.tokens, seq)
 
     def advance_to(self, seq: Sequence[int], *, span: tuple[int, int] | None = None) -> torch.Tensor:
         """Make the cache hold exactly ``seq`` and return the next-token logits (V,).
