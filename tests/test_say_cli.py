@@ -157,3 +157,20 @@ def test_bench_voice_runs_an_overlapped_row(voice_dirs, capsys):
     runs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
     row = next(r for name, r in runs.items() if name.endswith("overlapped]"))
     assert row["same_audio_as_plain"] is True and row["tokens_per_s"] > 0  # pipelined greedy is exact in float32
+
+
+def test_bench_voice_measures_the_ceiling_with_oracle_drafts(voice_dirs, capsys):
+    """Oracle rows replay plain float32 decoding: exact audio, and a perfect oracle is accepted
+    far more often than one that is always wrong (the grammar's spans included)."""
+    import json
+
+    target, _ = voice_dirs
+    assert cli_main(["bench", "voice", "--target", str(target), "--drafts", "oracle:1", "oracle:0", "--n", "1",
+                     "--sentences", "Hi there, how are you?", "--threads", "1", "--weights", "fp32",
+                     "--draft-lengths", "fixed", "--json"]) == 0
+    runs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    perfect, wrong = runs["spec-fp32 [oracle:1, fixed]"], runs["spec-fp32 [oracle:0, fixed]"]
+    assert perfect["same_audio_as_plain"] is True and wrong["same_audio_as_plain"] is True
+    assert perfect["accepted_per_target_forward"] > 3 > wrong["accepted_per_target_forward"]
+    assert cli_main(["bench", "voice", "--target", str(target), "--drafts", "oracle", "--weights", "int8"]) == 2
+    assert "fp32" in capsys.readouterr().err

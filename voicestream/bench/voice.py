@@ -4,7 +4,9 @@ Every configuration speaks the same sentences in one process, round-robin per se
 so machine noise hits them alike. Greedy decoding throughout, so each speculative run is
 checked token for token against plain decoding with the same weights (exact in float32;
 int8 verification quantises a chunk's rows together, so there a near-tie may differ).
-Ratios are against plain float32 decoding.
+Ratios are against plain float32 decoding. ``--drafts oracle:ACC`` adds the ceiling: a free
+draft that replays plain decoding's tokens, each right with probability ACC
+(:mod:`voicestream.spec.oracle_draft`; float32 rows only).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import POLICIES
+from ..spec.oracle_draft import OracleDraft, parse_oracle
 from ..voice.lexicon import add_plan_argument
 
 OVERLAPPED = "overlapped"  # not a draft-length policy: pipelined decoding (the draft drafts ahead on its lane)
@@ -54,7 +57,9 @@ class Run:
         }
 
 
-def _speak(voice, text: str, run: Run, policy: str | None) -> None:
+def _speak(voice, text: str, run: Run, policy: str | None, *, keep_tokens: bool = False):
+    """Speak ``text`` into ``run``'s totals; returns the utterance's stats (with its LM
+    tokens when ``keep_tokens``)."""
     from ..voice.synthesize import SynthesisStats
 
     cfg = voice.spec_config.with_(max_new_tokens=voice.max_new_tokens_for(text))
@@ -62,7 +67,7 @@ def _speak(voice, text: str, run: Run, policy: str | None) -> None:
         cfg = cfg.with_(draft_length="heuristic", pipelined=True)
     elif policy is not None:
         cfg = cfg.with_(draft_length=policy)
-    st = SynthesisStats()
+    st = SynthesisStats(tokens=[] if keep_tokens else None)
     t0 = time.perf_counter()
     pcm = list(voice.stream(text, cfg, stats=st))
     run.seconds += time.perf_counter() - t0
@@ -72,6 +77,7 @@ def _speak(voice, text: str, run: Run, policy: str | None) -> None:
     run.ttfa.append(st.ttfa_s or 0.0)
     gen = st.generation if isinstance(st.generation, dict) else {}
     run.target_forwards += int(gen.get("target_forwards", 0))
+    return st
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -88,12 +94,22 @@ def bench(args: argparse.Namespace) -> dict:
         if spec == "default" and default_draft is None:
             continue  # --target without a built-in draft: only the drafts named
         drafts[spec] = str(default_draft) if spec == "default" else spec
+    if any(parse_oracle(spec) is not None for spec in drafts.values() if spec) and "fp32" not in args.weights:
+        raise ValueError("an oracle draft replays plain float32 decoding: add fp32 to --weights")
     runs: list[tuple[Run, Voice, str | None]] = []
+    oracles: list[OracleDraft] = []  # they replay what plain float32 decoding says
     for weights in args.weights:
         # one copy per format: the format lives on the model; drafts load on the target's device
         target = load_causal_lm(target_dir, dtype=torch.float32).to(args.device)
         for name, spec in drafts.items():
-            draft = resolve_draft(target, spec) if spec else None
+            accuracy = parse_oracle(spec) if spec else None
+            if accuracy is not None:
+                if weights != "fp32":
+                    continue  # int8 verification may leave the recorded tokens at a near-tie
+                draft = OracleDraft(target, accuracy)
+                oracles.append(draft)
+            else:
+                draft = resolve_draft(target, spec) if spec else None
             voice = Voice(target, draft, weights=weights, lexicon=lexicon, lexicon_durations=durations,
                           draft_cpu_threads=args.draft_threads)
             voice.synthesize("Hello.", voice.spec_config.with_(max_new_tokens=40))  # warm-up
@@ -104,8 +120,12 @@ def bench(args: argparse.Namespace) -> dict:
     sentences = list(args.sentences or DEFAULT_SENTENCES)[: args.n] * args.repeat
     with torch.inference_mode():
         for text in tqdm(sentences, desc="bench voice", unit="sentence", disable=args.json):
-            for run, voice, policy in runs:
-                _speak(voice, text, run, policy)
+            for run, voice, policy in runs:  # plain rows come first: the oracles record them
+                plain_fp32 = run.draft is None and run.weights == "fp32"
+                st = _speak(voice, text, run, policy, keep_tokens=plain_fp32 and bool(oracles))
+                if plain_fp32:
+                    for oracle in oracles:
+                        oracle.record(voice.vocab.prompt_for(text) + st.tokens)
     base = next((r for r, _, _ in runs if r.draft is None and r.weights == "fp32"), runs[0][0])
     rows = []
     for r, _, _ in runs:
@@ -134,7 +154,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="voice target directory (default: the built-in voice)")
     p.add_argument("--drafts", nargs="*", default=["default"],
                    help="draft directories to compare (LM or feature drafts), 'default' for the built-in draft, "
-                        "or self:N; plain decoding always runs")
+                        "self:N, or oracle:ACC (a free draft replaying plain float32 decoding, each token right "
+                        "with probability ACC: the most a draft that good could buy here); plain decoding always runs")
     p.add_argument("--weights", nargs="*", choices=["fp32", "int8"], default=["fp32", "int8"])
     p.add_argument("--draft-lengths", nargs="*", choices=[*POLICIES, OVERLAPPED], default=["heuristic", "cost"],
                    help="draft-length policies to run each draft with; 'overlapped': pipelined decoding, the draft "

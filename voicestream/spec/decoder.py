@@ -265,6 +265,8 @@ class _Generation(Progress):
         self.target = make_runner(dec.target, dec.lean_target or dec.feature_draft)
         if dec.feature_draft:
             self.draft = FeatureDraftRunner(dec.draft, self.target)
+        elif hasattr(dec.draft, "runner_for"):  # a draft that brings its own runner (spec.oracle_draft)
+            self.draft = dec.draft.runner_for(self.target)
         else:
             self.draft = make_runner(dec.draft, dec.lean_draft) if dec.draft is not None else None
         self.seen = SeenTokens(dec.vocab_size, cfg.sampling.repetition_penalty, dec.device)

@@ -56,6 +56,7 @@ class SynthesisStats:
     ttfa_s: float | None = None
     finish_reason: str | None = None
     generation: dict = field(default_factory=dict)
+    tokens: list[int] | None = None  # pass [] to keep the generated LM tokens themselves
 
     @property
     def rtf(self) -> float:
@@ -119,6 +120,8 @@ def stream_pcm(
     try:
         for chunk in generate(gen_stats):
             stats.lm_tokens += len(chunk.tokens)
+            if stats.tokens is not None:
+                stats.tokens.extend(chunk.tokens)
             audio = [t for t in chunk.tokens if is_audio(t)]
             if audio:
                 stats.codec_tokens += len(audio)
