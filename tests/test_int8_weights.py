@@ -9,7 +9,7 @@ from voicestream.config import SpecConfig
 from voicestream.models import random_llama
 from voicestream.spec import SpeculativeDecoder
 from voicestream.spec.lean_runner import LeanLlamaRunner, LeanModel, set_lean_weights
-from voicestream.spec.quant import int8_available, int8_linear, resolve_weights
+from voicestream.spec.quant import Int8Linear, int8_available, resolve_weights
 
 from conftest import collect
 
@@ -23,7 +23,7 @@ def test_int8_linear_is_close_to_float32(rows):
     w, b = torch.randn(300, 128) * 0.05, torch.randn(300) * 0.1
     x = torch.randn(2, rows, 128)
     ref = F.linear(x, w, b)
-    got = int8_linear(w, b)(x)
+    got = Int8Linear(w, b)(x)
     assert got.shape == ref.shape and got.dtype == torch.float32
     rel = (got - ref).norm() / ref.norm()
     assert rel < 0.03, float(rel)

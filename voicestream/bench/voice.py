@@ -123,9 +123,10 @@ def bench(args: argparse.Namespace) -> dict:
             for run, voice, policy in runs:  # plain rows come first: the oracles record them
                 plain_fp32 = run.draft is None and run.weights == "fp32"
                 st = _speak(voice, text, run, policy, keep_tokens=plain_fp32 and bool(oracles))
-                if plain_fp32:
+                if plain_fp32 and oracles:
+                    recorded = voice.vocab.prompt_for(text) + st.tokens
                     for oracle in oracles:
-                        oracle.record(voice.vocab.prompt_for(text) + st.tokens)
+                        oracle.record(recorded)
     base = next((r for r, _, _ in runs if r.draft is None and r.weights == "fp32"), runs[0][0])
     rows = []
     for r, _, _ in runs:

@@ -23,6 +23,12 @@ from .compat import output_vocab_size
 ORACLE_PREFIX = "oracle"
 
 
+def _checked(accuracy: float) -> float:
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"oracle draft accuracy must be in [0, 1], got {accuracy}")
+    return accuracy
+
+
 def parse_oracle(spec: str) -> float | None:
     """``oracle`` or ``oracle:ACC`` -> the accuracy (1.0 by default); None for other specs."""
     name, _, acc = str(spec).partition(":")
@@ -32,9 +38,7 @@ def parse_oracle(spec: str) -> float | None:
         accuracy = float(acc) if acc else 1.0
     except ValueError:
         raise ValueError(f"oracle draft accuracy must be a number in [0, 1], got {acc!r}") from None
-    if not 0.0 <= accuracy <= 1.0:
-        raise ValueError(f"oracle draft accuracy must be in [0, 1], got {accuracy}")
-    return accuracy
+    return _checked(accuracy)
 
 
 class OracleDraft(torch.nn.Module):
@@ -42,14 +46,12 @@ class OracleDraft(torch.nn.Module):
 
     def __init__(self, target: torch.nn.Module, accuracy: float = 1.0, *, seed: int = 0) -> None:
         super().__init__()
-        if not 0.0 <= accuracy <= 1.0:
-            raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
         self.config = target.config  # the target's vocabulary and special ids: it passes the compatibility check
         self.generation_config = getattr(target, "generation_config", None)
         self.vocab_size = output_vocab_size(target)
         # no weights; an empty parameter says which device the draft lane serves
         self.anchor = torch.nn.Parameter(torch.zeros(0, device=next(target.parameters()).device), requires_grad=False)
-        self.accuracy, self.seed = accuracy, seed
+        self.accuracy, self.seed = _checked(accuracy), seed
         self.records: list[list[int]] = []
 
     def record(self, sequence: Sequence[int]) -> None:

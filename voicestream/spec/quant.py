@@ -77,14 +77,6 @@ class Int8Linear(torch.nn.Module):
         return torch.ops.quantized.linear_dynamic(x.float(), self.packed, True)
 
 
-def dense(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
-    return DenseLinear(weight, bias)
-
-
-def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
-    return Int8Linear(weight, bias)
-
-
 def make_linear(
     weights: str, weight: torch.Tensor, bias: torch.Tensor | None = None, *, outlier_inputs: bool = False
 ) -> Linear:
@@ -95,7 +87,7 @@ def make_linear(
     with float32: 88 % with it in int8, 94 % without; the step costs ~1 ms more)."""
     if weights == "int8":
         if not outlier_inputs:
-            return int8_linear(weight, bias)
+            return Int8Linear(weight, bias)
         # the int8 forward's activations are float32, whatever dtype the model was loaded in
-        return dense(weight.detach().float(), None if bias is None else bias.detach().float())
-    return dense(weight, bias)
+        return DenseLinear(weight.detach().float(), None if bias is None else bias.detach().float())
+    return DenseLinear(weight, bias)
